@@ -1,0 +1,3 @@
+from reasonchat.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,282 @@
+"""Conversations as the app keeps them: pure data, no torch, no textual.
+
+A conversation is an optional system prompt and a list of turns; a turn is one user message and the two
+generations that answer it (reasoning, then answer), each with its stats and the arrival times of its
+streamed chunks, so a saved conversation can be replayed as it happened.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, get_args
+
+from reasonchat.sanitize import sanitize
+from reasonchat.template import (
+    ASSISTANT_ROLE,
+    DEFAULT_SYSTEM_PROMPT,
+    REASONING_ROLE,
+    SYSTEM_ROLE,
+    USER_ROLE,
+    Message,
+    apply_chat_template,
+    normalize_history,
+)
+
+StopReason = Literal["eos", "max_new_tokens", "cancelled", "error"]
+STOP_REASONS: tuple[str, ...] = get_args(StopReason)
+Stage = Literal["reasoning", "answer"]
+STAGES: tuple[Stage, Stage] = ("reasoning", "answer")
+TITLE_LENGTH = 60
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+@dataclass
+class StageStats:
+    """How one generation went. ``chunks`` holds ``[seconds since the stage started, text length]``
+    for every streamed chunk, in arrival order: enough to replay the stream with its timing."""
+
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    new_tokens: int = 0
+    ttft_s: float | None = None
+    decode_s: float | None = None
+    stop_reason: StopReason | None = None
+    error: str | None = None
+    chunks: list[tuple[float, int]] = field(default_factory=list)
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        if not self.decode_s or self.new_tokens < 2:
+            return None
+        # The first token's time is the prefill (ttft); decode speed counts the tokens after it.
+        return (self.new_tokens - 1) / self.decode_s
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["chunks"] = [list(c) for c in self.chunks]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StageStats:
+        if not isinstance(data, dict):
+            raise ValueError("stage stats must be an object")
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        stats = cls(**known)
+        if stats.stop_reason is not None and stats.stop_reason not in STOP_REASONS:
+            raise ValueError(f"unknown stop reason {stats.stop_reason!r}")
+        stats.chunks = [(float(t), int(n)) for t, n in stats.chunks]
+        return stats
+
+
+@dataclass
+class Turn:
+    """One user message and its two generations. ``None`` means the stage has not run (or was not in
+    an imported history); an empty string is a stage that produced no text."""
+
+    user: str
+    reasoning: str | None = None
+    answer: str | None = None
+    reasoning_stats: StageStats | None = None
+    answer_stats: StageStats | None = None
+    created: str = field(default_factory=now_iso)
+
+    def text(self, stage: Stage) -> str | None:
+        return self.reasoning if stage == "reasoning" else self.answer
+
+    def stats(self, stage: Stage) -> StageStats | None:
+        return self.reasoning_stats if stage == "reasoning" else self.answer_stats
+
+    @property
+    def complete(self) -> bool:
+        return self.answer is not None
+
+    def messages(self) -> list[dict[str, str]]:
+        out = [{"role": USER_ROLE, "content": self.user}]
+        if self.reasoning is not None:
+            out.append({"role": REASONING_ROLE, "content": self.reasoning})
+        if self.answer is not None:
+            out.append({"role": ASSISTANT_ROLE, "content": self.answer})
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "user": self.user,
+            "reasoning": self.reasoning,
+            "answer": self.answer,
+            "reasoning_stats": self.reasoning_stats.to_dict() if self.reasoning_stats else None,
+            "answer_stats": self.answer_stats.to_dict() if self.answer_stats else None,
+            "created": self.created,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Turn:
+        if not isinstance(data, dict):
+            raise ValueError("a turn must be an object")
+        for key in ("user", "reasoning", "answer"):
+            value = data.get(key)
+            if key == "user" and not isinstance(value, str):
+                raise ValueError("a turn needs a 'user' string")
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"turn field {key!r} must be a string or null")
+        return cls(
+            user=data["user"],
+            reasoning=data.get("reasoning"),
+            answer=data.get("answer"),
+            reasoning_stats=_stats_or_none(data.get("reasoning_stats")),
+            answer_stats=_stats_or_none(data.get("answer_stats")),
+            created=str(data.get("created") or now_iso()),
+        )
+
+
+def _stats_or_none(data: Any) -> StageStats | None:
+    return None if data is None else StageStats.from_dict(data)
+
+
+def make_title(text: str) -> str:
+    """A one-line title from the first user message."""
+    line = " ".join(sanitize(text).split())
+    if len(line) > TITLE_LENGTH:
+        line = line[: TITLE_LENGTH - 1].rstrip() + "…"
+    return line or "(empty)"
+
+
+@dataclass
+class Conversation:
+    id: str = field(default_factory=new_id)
+    title: str = ""
+    created: str = field(default_factory=now_iso)
+    updated: str = ""
+    model: str = ""
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
+    turns: list[Turn] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.updated:
+            self.updated = self.created
+
+    def touch(self) -> None:
+        self.updated = now_iso()
+
+    def add_turn(self, user: str) -> Turn:
+        turn = Turn(user=user)
+        self.turns.append(turn)
+        if not self.title:
+            self.title = make_title(user)
+        self.touch()
+        return turn
+
+    def history(self, upto: int | None = None) -> list[dict[str, str]]:
+        """The card's ``history`` list, for the first ``upto`` turns (all of them by default)."""
+        out = []
+        if self.system_prompt is not None:
+            out.append({"role": SYSTEM_ROLE, "content": self.system_prompt})
+        for turn in self.turns[:upto]:
+            out.extend(turn.messages())
+        return out
+
+    def stage_prompt(self, turn_index: int, stage: Stage) -> str:
+        """The exact prompt text for one stage of turn ``turn_index`` (the card's template).
+
+        Stage 1 sees the history up to and including the user message; stage 2 also sees the
+        reasoning turn and asks for ``assistant`` (not for reasoning again, as the card's loop did).
+        """
+        turn = self.turns[turn_index]
+        history = self.history(turn_index)
+        history.append({"role": USER_ROLE, "content": turn.user})
+        if stage == "reasoning":
+            return apply_chat_template(history, add_reasoning_generation_prompt=True)
+        history.append({"role": REASONING_ROLE, "content": turn.reasoning or ""})
+        return apply_chat_template(
+            history, add_reasoning_generation_prompt=False, add_assistant_generation_prompt=True
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "title": self.title,
+            "created": self.created,
+            "updated": self.updated,
+            "model": self.model,
+            "system_prompt": self.system_prompt,
+            "turns": [t.to_dict() for t in self.turns],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Conversation:
+        if not isinstance(data, dict):
+            raise ValueError("a conversation must be an object")
+        turns = data.get("turns")
+        if not isinstance(turns, list):
+            raise ValueError("a conversation needs a 'turns' list")
+        system = data.get("system_prompt")
+        if system is not None and not isinstance(system, str):
+            raise ValueError("'system_prompt' must be a string or null")
+        parsed = []
+        for index, turn in enumerate(turns):
+            try:
+                parsed.append(Turn.from_dict(turn))
+            except (ValueError, TypeError) as err:
+                raise ValueError(f"turn {index}: {err}") from None
+        conv = cls(
+            id=str(data.get("id") or new_id()),
+            title=str(data.get("title") or ""),
+            created=str(data.get("created") or now_iso()),
+            updated=str(data.get("updated") or ""),
+            model=str(data.get("model") or ""),
+            system_prompt=system,
+            turns=parsed,
+        )
+        if not conv.title and parsed:
+            conv.title = make_title(parsed[0].user)
+        return conv
+
+    @classmethod
+    def from_history(cls, history: Iterable[Message], **fields: Any) -> Conversation:
+        """Build a conversation from the card's ``history`` list; ``history()`` gives it back as it was.
+
+        Accepted shape: an optional leading system message, then turns of ``user``, optionally
+        ``<|reasoning|>``, optionally ``assistant``. Anything else raises ``ValueError`` naming the index.
+        """
+        messages = normalize_history(history)
+        system: str | None = None
+        start = 0
+        if messages and messages[0]["role"] == SYSTEM_ROLE:
+            system, start = messages[0]["content"], 1
+        turns: list[Turn] = []
+        for index in range(start, len(messages)):
+            role, content = messages[index]["role"], messages[index]["content"]
+            last = turns[-1] if turns else None
+            if role == USER_ROLE:
+                turns.append(Turn(user=content))
+            elif role == REASONING_ROLE and last and last.reasoning is None and last.answer is None:
+                last.reasoning = content
+            elif role == ASSISTANT_ROLE and last and last.answer is None:
+                last.answer = content
+            else:
+                expected = _expected_after(last, index == 0)
+                raise ValueError(f"message {index}: unexpected role {role!r} here (expected {expected})")
+        conv = cls(system_prompt=system, turns=turns, **fields)
+        if not conv.title and turns:
+            conv.title = make_title(turns[0].user)
+        return conv
+
+
+def _expected_after(last: Turn | None, first: bool) -> str:
+    if last is None:
+        return "'system' or 'user'" if first else "'user'"
+    if last.answer is not None:
+        return "'user'"
+    if last.reasoning is not None:
+        return "'assistant' or 'user'"
+    return f"{REASONING_ROLE!r}, 'assistant' or 'user'"
+

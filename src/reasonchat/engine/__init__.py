@@ -1,0 +1,28 @@
+"""Generation engine: backends behind one protocol, and the two-stage turn runner.
+
+Importing this package does not import torch; ``reasonchat.engine.transformers_backend`` does.
+"""
+
+from reasonchat.engine.protocol import (
+    Backend,
+    ContextOverflow,
+    GenerationError,
+    GenerationSettings,
+    StageRequest,
+    StageStream,
+)
+from reasonchat.engine.turn import StageFinished, StageStarted, TextChunk, TurnEvent, TurnRunner
+
+__all__ = [
+    "Backend",
+    "ContextOverflow",
+    "GenerationError",
+    "GenerationSettings",
+    "StageFinished",
+    "StageRequest",
+    "StageStarted",
+    "StageStream",
+    "TextChunk",
+    "TurnEvent",
+    "TurnRunner",
+]
