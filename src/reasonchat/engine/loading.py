@@ -1,0 +1,179 @@
+"""Loading a checkpoint for the engine, with the project's own errors before and after.
+
+transformers' messages for common mistakes mislead (a missing local path reports "Repo id must be in
+the form ..."; a tokenizer without ``<|reasoning|>`` silently splits it into ~6 ordinary tokens), so
+everything a user can get wrong is checked here first and reported in one line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reasonchat.errors import UserError
+from reasonchat.template import END_OF_TEXT, IM_END, IM_START, REASONING_TOKEN
+
+Progress = Callable[[str], None]
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_DTYPES = {
+    "auto": "auto",
+    "float32": "float32",
+    "fp32": "float32",
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+}
+DTYPE_CHOICES = tuple(_DTYPES)
+
+
+class ModelLoadError(UserError):
+    """The checkpoint cannot be used as given."""
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    source: str
+    eos_ids: list[int]
+    reasoning_id: int
+
+    @property
+    def input_device(self) -> Any:
+        # With device_map="auto" the layers may span devices: inputs go where the embeddings are.
+        return self.model.get_input_embeddings().weight.device
+
+
+def resolve_source(model: str | os.PathLike[str]) -> tuple[str, bool]:
+    """``(source, is_local)``: an existing directory, or something shaped like a hub id."""
+    text = os.fspath(model)
+    path = Path(text).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelLoadError(f"model path {text} is a file; pass the checkpoint directory")
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"{text} is not a model directory (no config.json in it)")
+        return str(path), True
+    looks_like_path = text.startswith(("/", ".", "~")) or os.sep * 2 in text or text.count("/") > 1
+    if looks_like_path or not _HUB_ID.match(text):
+        raise ModelLoadError(f"model path not found: {text}")
+    return text, False
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def load_tokenizer(source: str, *, trust_remote_code: bool = False, local_only: bool = True) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(
+            source, trust_remote_code=trust_remote_code, local_files_only=local_only
+        )
+    except (OSError, ValueError, KeyError) as err:
+        raise ModelLoadError(f"no usable tokenizer in {source}: {_first_line(err)}") from None
+
+
+def single_token_id(tokenizer: Any, token: str) -> int | None:
+    """The id of ``token`` if the tokenizer encodes it as exactly one token, else None."""
+    ids = tokenizer(token, add_special_tokens=False)["input_ids"]
+    return ids[0] if len(ids) == 1 else None
+
+
+def check_tokenizer(tokenizer: Any, source: str) -> tuple[int, list[int]]:
+    """``(reasoning_id, eos_ids)``, or a ``ModelLoadError`` saying what is missing and what to do."""
+    for token in (IM_START, IM_END):
+        if single_token_id(tokenizer, token) is None:
+            raise ModelLoadError(
+                f"the tokenizer in {source} has no {token} token: this is not a ChatML model "
+                "(`reasonchat prepare-model --add-chatml` adds the ChatML tokens)"
+            )
+    reasoning_id = single_token_id(tokenizer, REASONING_TOKEN)
+    if reasoning_id is None or REASONING_TOKEN not in tokenizer.all_special_tokens:
+        raise ModelLoadError(
+            f"the tokenizer in {source} has no {REASONING_TOKEN} special token "
+            f"(it would split into ordinary tokens); run `reasonchat prepare-model {source} OUT` first"
+        )
+    eos_ids = [single_token_id(tokenizer, IM_END)]
+    end_of_text = single_token_id(tokenizer, END_OF_TEXT)
+    if end_of_text is not None:
+        eos_ids.append(end_of_text)
+    return reasoning_id, [i for i in eos_ids if i is not None]
+
+
+def load_model(
+    model: str | os.PathLike[str],
+    *,
+    device: str | None = None,
+    dtype: str | None = None,
+    threads: int | None = None,
+    trust_remote_code: bool = False,
+    progress: Progress | None = None,
+) -> LoadedModel:
+    """Load model and tokenizer from a local directory (or a hub id, from the local cache when offline)."""
+    report = progress or (lambda message: None)
+    report(f"checking {os.fspath(model)}")
+    source, is_local = resolve_source(model)
+    local_only = is_local or _offline()
+    dtype_name = _DTYPES.get((dtype or "auto").lower())
+    if dtype_name is None:
+        raise ModelLoadError(f"unknown dtype {dtype!r} (choose from {', '.join(DTYPE_CHOICES)})")
+    if threads is not None and threads < 1:
+        raise ModelLoadError(f"--threads must be at least 1, got {threads}")
+
+    report("importing torch and transformers")
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    # Progress goes through ``progress``; transformers' own bars would write into the TUI or the pipe.
+    hf_logging.disable_progress_bar()
+    if threads:
+        torch.set_num_threads(threads)
+    if device and device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"--device {device} was asked for, but torch sees no CUDA device")
+
+    report("loading tokenizer")
+    tokenizer = load_tokenizer(source, trust_remote_code=trust_remote_code, local_only=local_only)
+    reasoning_id, eos_ids = check_tokenizer(tokenizer, source)
+
+    report(f"loading weights ({dtype_name}, {device or 'device_map=auto'})")
+    try:
+        loaded = AutoModelForCausalLM.from_pretrained(
+            source,
+            dtype=dtype_name,
+            device_map=device or "auto",
+            trust_remote_code=trust_remote_code,
+            local_files_only=local_only,
+        )
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        raise ModelLoadError(f"out of GPU memory while loading {source}; try --dtype bfloat16") from None
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        raise ModelLoadError(f"cannot load the model in {source}: {_first_line(err)}") from None
+    loaded.eval()
+
+    rows = loaded.get_input_embeddings().weight.shape[0]
+    if reasoning_id >= rows:
+        raise ModelLoadError(
+            f"{REASONING_TOKEN} has id {reasoning_id} but the embedding matrix of {source} has only "
+            f"{rows} rows; run `reasonchat prepare-model` to resize it"
+        )
+    configured = loaded.generation_config.eos_token_id
+    configured = [configured] if isinstance(configured, int) else list(configured or [])
+    eos_ids = list(dict.fromkeys(eos_ids + configured))
+    report("ready")
+    return LoadedModel(loaded, tokenizer, source, eos_ids, reasoning_id)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip() or type(err).__name__
+    return text.splitlines()[0]
