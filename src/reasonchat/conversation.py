@@ -74,7 +74,22 @@ class StageStats:
         stats = cls(**known)
         if stats.stop_reason is not None and stats.stop_reason not in STOP_REASONS:
             raise ValueError(f"unknown stop reason {stats.stop_reason!r}")
-        stats.chunks = [(float(t), int(n)) for t, n in stats.chunks]
+        # File-originated: a wrong type must fail here, not later in ``tokens_per_s`` or a widget.
+        for name in ("prompt_tokens", "cached_tokens", "new_tokens"):
+            if not _is_int(getattr(stats, name)):
+                raise ValueError(f"stage stats field {name!r} must be an integer")
+        for name in ("ttft_s", "decode_s"):
+            value = getattr(stats, name)
+            if value is not None and not (_is_int(value) or isinstance(value, float)):
+                raise ValueError(f"stage stats field {name!r} must be a number or null")
+        if stats.error is not None and not isinstance(stats.error, str):
+            raise ValueError("stage stats field 'error' must be a string or null")
+        if not isinstance(stats.chunks, list):
+            raise ValueError("stage stats field 'chunks' must be a list")
+        try:
+            stats.chunks = [(float(t), int(n)) for t, n in stats.chunks]
+        except (TypeError, ValueError):
+            raise ValueError("stage stats 'chunks' must be [seconds, length] pairs") from None
         return stats
 
 
@@ -136,6 +151,10 @@ class Turn:
             answer_stats=_stats_or_none(data.get("answer_stats")),
             created=str(data.get("created") or now_iso()),
         )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _stats_or_none(data: Any) -> StageStats | None:

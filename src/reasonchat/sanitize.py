@@ -21,15 +21,17 @@ _SEQUENCES = re.compile(
     """,
     re.VERBOSE,
 )
-# Remaining C0 controls except \t and \n, DEL, and the C1 range.
-_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Remaining C0 controls except \t and \n, DEL, and the C1 range. Also lone surrogates (JSON "\udc9b"):
+# under the C, POSIX or C.UTF-8 locale Python's stdout writes them with surrogateescape, U+DC9B as a bare
+# 0x9B byte (8-bit CSI); elsewhere they make the write (or SQLite) raise.
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def sanitize(text: str) -> str:
     """Return ``text`` without terminal control sequences or control characters.
 
     Keeps ``\\n`` and ``\\t``; ``\\r\\n`` becomes ``\\n`` and a lone ``\\r`` is dropped (it would let
-    text overwrite what is already on the line).
+    text overwrite what is already on the line). Lone surrogates are dropped too.
     """
     if text.isprintable():
         return text

@@ -17,7 +17,7 @@ from reasonchat.sanitize import sanitize
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from reasonchat.cli import reserved_commands, store_commands
+    from reasonchat.cli import ask_command, bench_command, reserved_commands, store_commands
 
     parser = argparse.ArgumentParser(
         prog="reasonchat",
@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     store_commands.register(subparsers)
+    ask_command.register(subparsers)
+    bench_command.register(subparsers)
     reserved_commands.register(subparsers)
     return parser
 

@@ -1,9 +1,199 @@
-"""Placeholder: list/export/import/delete are being written."""
+"""``list``, ``export``, ``import`` and ``delete``: the saved conversations from the shell.
+
+Output goes to stdout as UTF-8 bytes whatever the locale, so ``export --format history`` writes
+exactly the bytes a later ``import`` reads back. Errors are ``ReasonchatError``s: ``main`` prints
+them.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+from reasonchat import paths, transfer
+from reasonchat.conversation import new_id
+from reasonchat.errors import UserError
+from reasonchat.sanitize import sanitize
+from reasonchat.store import ConversationSummary, Store
+
+EXPORTERS = {
+    "markdown": transfer.to_markdown,
+    "json": transfer.to_json,
+    "history": transfer.to_history_json,
+}
+SHORT_ID = 8
+MIN_TITLE_WIDTH = 20
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    pass
+    sub = subparsers.add_parser("list", help="list saved conversations, most recent first")
+    sub.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    sub.add_argument(
+        "--search",
+        metavar="TEXT",
+        help="only conversations with a turn (or title) containing every word of TEXT",
+    )
+    sub.set_defaults(func=_list)
+
+    sub = subparsers.add_parser("export", help="write a saved conversation to stdout or a file")
+    sub.add_argument("id", metavar="ID", help="a conversation id, or a unique prefix of one")
+    sub.add_argument(
+        "--format",
+        choices=EXPORTERS,
+        default="markdown",
+        help="markdown (to read), json (the full record, for replay) or history (the model card's"
+        " role/content list); default: markdown",
+    )
+    sub.add_argument(
+        "-o", "--output", metavar="FILE", help="write to FILE (replaced atomically, mode 0600)"
+    )
+    sub.set_defaults(func=_export)
+
+    sub = subparsers.add_parser(
+        "import", help="save a history list or a json export as a new conversation"
+    )
+    sub.add_argument("file", metavar="FILE", help="the file to read; - reads stdin")
+    sub.set_defaults(func=_import)
+
+    sub = subparsers.add_parser("delete", help="delete a saved conversation")
+    sub.add_argument("id", metavar="ID", help="a conversation id, or a unique prefix of one")
+    sub.set_defaults(func=_delete)
+
+
+def _list(args: argparse.Namespace) -> int:
+    database = paths.database_path(args.data_dir)
+    summaries: list[ConversationSummary] = []
+    # Listing must not create the database (or its directory) on a machine that never saved one.
+    if database.exists():
+        with Store(database) as store:
+            summaries = store.list(search=args.search)
+    if args.json:
+        _write(transfer.canonical_json([_summary_dict(s) for s in summaries]))
+    elif summaries:
+        _write(_table(summaries))
+    else:
+        print("no conversations" + (" match" if args.search else " saved yet"), file=sys.stderr)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    with _existing(args.data_dir, args.id) as (store, conv_id):
+        conv = store.get(conv_id)
+    data = EXPORTERS[args.format](conv).encode("utf-8")
+    if args.output:
+        _write_atomically(Path(args.output), data)
+    else:
+        _write_bytes(data)
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    # Parsed in full before the store is opened: a bad file leaves nothing behind.
+    if args.file == "-":
+        conv = transfer.load_bytes(sys.stdin.buffer.read(), "<stdin>")
+    else:
+        conv = transfer.load_file(args.file)
+    conv.id = new_id()
+    with Store.open(args.data_dir) as store:
+        store.save(conv)
+    _write(conv.id + "\n")
+    return 0
+
+
+def _delete(args: argparse.Namespace) -> int:
+    with _existing(args.data_dir, args.id) as (store, conv_id):
+        store.delete(conv_id)
+    _write(f"deleted {conv_id}\n")
+    return 0
+
+
+@contextmanager
+def _existing(data_dir: str | None, id_or_prefix: str) -> Iterator[tuple[Store, str]]:
+    """The store and the full id of an existing conversation, without creating a database."""
+    database = paths.database_path(data_dir)
+    if not database.exists():
+        raise UserError(f"no conversation with id {id_or_prefix!r}")
+    with Store(database) as store:
+        yield store, store.resolve(id_or_prefix)
+
+
+# --- output --------------------------------------------------------------------------------------
+
+
+def _summary_dict(summary: ConversationSummary) -> dict[str, object]:
+    return {
+        "id": summary.id,
+        "title": summary.title,
+        "turns": summary.turns,
+        "created": summary.created,
+        "updated": summary.updated,
+        "model": summary.model,
+        "tokens": summary.tokens,
+        "snippet": summary.snippet,
+    }
+
+
+def _table(summaries: list[ConversationSummary]) -> str:
+    width = shutil.get_terminal_size().columns
+    lines = [_row("ID", "UPDATED", "TURNS", "TITLE")]
+    title_width = max(MIN_TITLE_WIDTH, width - len(lines[0]) + len("TITLE"))
+    indent = " " * (SHORT_ID + 2)
+    for s in summaries:
+        title = " ".join(sanitize(s.title).split()) or "(untitled)"
+        lines.append(_row(s.id[:SHORT_ID], _local_time(s.updated), str(s.turns), title))
+        lines[-1] = _clip(lines[-1], len(lines[-1]) - len(title) + title_width)
+        if s.snippet is not None:
+            lines.append(indent + _clip(s.snippet, max(width - len(indent), MIN_TITLE_WIDTH)))
+    return "\n".join(lines) + "\n"
+
+
+def _row(short_id: str, updated: str, turns: str, title: str) -> str:
+    return f"{short_id:<{SHORT_ID}}  {updated:<16}  {turns:>5}  {title}"
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
+def _local_time(iso: str) -> str:
+    try:
+        return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        # An imported file may carry any text here; show it as it is.
+        return sanitize(iso)
+
+
+def _write(text: str) -> None:
+    _write_bytes(text.encode("utf-8"))
+
+
+def _write_bytes(data: bytes) -> None:
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write ``path`` through a temporary file beside it: readers see the old file or the new."""
+    try:
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise UserError(f"cannot write {path}: {err.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException as err:
+        os.unlink(temporary)
+        if isinstance(err, OSError):
+            raise UserError(f"cannot write {path}: {err.strerror}") from None
+        raise

@@ -85,7 +85,8 @@ class TurnRunner:
         stats; the answer stage then does not run. A stage already present (a retried turn whose
         reasoning finished) is not generated again.
 
-        Raises ``ContextOverflow`` when the reasoning prompt does not fit; the turn is left untouched.
+        Raises ``ContextOverflow`` when a prompt does not fit: for the reasoning stage the turn is left
+        untouched; for the answer stage the reasoning is kept and the answer's stats record the error.
         """
         self._cancel.clear()
         emit = on_event or (lambda event: None)
@@ -117,10 +118,10 @@ class TurnRunner:
         try:
             stream = self.backend.stream(request)
         except ContextOverflow as err:
-            if stage == "reasoning":
-                raise
-            stats = StageStats(prompt_tokens=err.prompt_tokens, stop_reason="error", error=str(err))
-            return self._finish(turn, index, stage, text, stats, emit)
+            if stage == "answer":  # the reasoning is kept; the answer records why it is missing
+                stats = StageStats(prompt_tokens=err.prompt_tokens, stop_reason="error", error=str(err))
+                self._finish(turn, index, stage, text, stats, emit)
+            raise
         stats = stream.stats
         emit(StageStarted(index, stage, stats.prompt_tokens, stats.cached_tokens, self.context_limit))
         self._set(turn, stage, text, stats)

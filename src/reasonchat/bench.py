@@ -1,0 +1,285 @@
+"""``reasonchat bench``: the engine against the model card's loop, side by side in one process.
+
+The card's loop re-tokenizes and re-prefills the whole conversation for every stage. The engine keeps a
+KV cache per conversation and prefills only what changed. Measured at each history length:
+stage-2 time to first token (the reasoning was just generated) and next-turn time to first token
+(a new question after a full turn); then decode speed of bare ``model.generate`` against the engine's
+streaming path on the same prompt and token count.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from reasonchat.conversation import Conversation, Stage, Turn
+from reasonchat.engine.protocol import GenerationSettings, StageRequest
+from reasonchat.engine.transformers_backend import TransformersBackend
+
+_WORDS = (
+    "model cache token prompt answer reason column carry digit number sum question history turn "
+    "stage stream terminal window pane meter limit budget engine layer vector weight matrix value "
+    "first second third because therefore so then next finally result check again"
+).split()
+
+Report = Callable[[str], None]
+
+
+@dataclass
+class HistoryResult:
+    history_tokens: int
+    stage2_prompt_tokens: int
+    stage2_cached_tokens: int
+    naive_stage2_ttft_s: float
+    engine_stage2_ttft_s: float
+    naive_next_turn_ttft_s: float
+    engine_next_turn_ttft_s: float
+
+    @property
+    def stage2_speedup(self) -> float:
+        return self.naive_stage2_ttft_s / self.engine_stage2_ttft_s
+
+    @property
+    def next_turn_speedup(self) -> float:
+        return self.naive_next_turn_ttft_s / self.engine_next_turn_ttft_s
+
+    @property
+    def stage2_cached_fraction(self) -> float:
+        return self.stage2_cached_tokens / self.stage2_prompt_tokens
+
+
+@dataclass
+class DecodeResult:
+    tokens: int
+    bare_tokens_per_s: float
+    engine_tokens_per_s: float
+
+    @property
+    def ratio(self) -> float:
+        return self.engine_tokens_per_s / self.bare_tokens_per_s
+
+
+@dataclass
+class BenchResult:
+    model: str
+    machine: dict[str, Any]
+    history: list[HistoryResult] = field(default_factory=list)
+    decode: DecodeResult | None = None
+
+    def targets(self) -> list[tuple[str, float, str, bool]]:
+        """(name, measured, target, met) for the issue's targets, at the longest history measured."""
+        out = []
+        if self.history:
+            longest = max(self.history, key=lambda h: h.history_tokens)
+            out.append(
+                (
+                    f"stage-2 TTFT engine/naive at {longest.history_tokens:,} tokens",
+                    1 / longest.stage2_speedup,
+                    "<= 0.10",
+                    longest.stage2_speedup >= 10,
+                )
+            )
+            out.append(
+                (
+                    "stage-2 prompt served from cache",
+                    longest.stage2_cached_fraction,
+                    ">= 0.95",
+                    longest.stage2_cached_fraction >= 0.95,
+                )
+            )
+        if self.decode:
+            out.append(
+                ("streaming decode / bare generate", self.decode.ratio, ">= 0.95", self.decode.ratio >= 0.95)
+            )
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "machine": self.machine,
+            "history": [
+                asdict(h)
+                | {
+                    "stage2_speedup": h.stage2_speedup,
+                    "next_turn_speedup": h.next_turn_speedup,
+                    "stage2_cached_fraction": h.stage2_cached_fraction,
+                }
+                for h in self.history
+            ],
+            "decode": asdict(self.decode) | {"ratio": self.decode.ratio} if self.decode else None,
+            "targets": [
+                {"name": n, "measured": m, "target": t, "met": ok} for n, m, t, ok in self.targets()
+            ],
+        }
+
+
+def machine_info() -> dict[str, Any]:
+    import os
+    import platform
+
+    import torch
+    import transformers
+
+    info: dict[str, Any] = {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def synthetic_conversation(backend: TransformersBackend, history_tokens: int, seed: int = 0) -> Conversation:
+    """Complete turns of filler text until the next reasoning prompt is about ``history_tokens`` long."""
+    rng = random.Random(seed)
+
+    def sentence(n: int) -> str:
+        return " ".join(rng.choice(_WORDS) for _ in range(n)).capitalize() + "."
+
+    conversation = Conversation(id=f"bench-{history_tokens}-{seed}")
+    while True:
+        turn = conversation.add_turn(" ".join(sentence(12) for _ in range(2)) + " Why?")
+        turn.reasoning = "\n".join(sentence(16) for _ in range(6))
+        turn.answer = " ".join(sentence(14) for _ in range(4))
+        if backend.count_tokens(conversation.stage_prompt(len(conversation.turns) - 1, "reasoning")) >= history_tokens:
+            conversation.turns[-1] = Turn(user="Summarise our conversation so far in a few sentences.")
+            return conversation
+
+
+class Bench:
+    def __init__(self, backend: TransformersBackend, *, stage_tokens: int = 32, report: Report | None = None) -> None:
+        self.backend = backend
+        self.stage_tokens = stage_tokens
+        self.report = report or (lambda message: None)
+
+    # The card's loop: tokenizer([text]) and generate from scratch, for every stage.
+    def naive_ttft(self, prompt: str) -> float:
+        import torch
+
+        model, tokenizer = self.backend.model, self.backend.tokenizer
+        start = time.perf_counter()
+        inputs = tokenizer([prompt], return_tensors="pt").to(self.backend.loaded.input_device)
+        model.generate(
+            inputs.input_ids,
+            attention_mask=inputs.attention_mask,
+            max_new_tokens=1,
+            do_sample=False,
+            pad_token_id=self.backend.loaded.eos_ids[0],
+        )
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    def engine_stage(self, conversation: Conversation, stage: Stage) -> tuple[float, str, Any]:
+        """Run one stage through the engine; (time to first token incl. tokenization, text, stats)."""
+        index = len(conversation.turns) - 1
+        request = StageRequest(
+            conversation_id=conversation.id,
+            stage=stage,
+            prompt=conversation.stage_prompt(index, stage),
+            settings=GenerationSettings(max_new_tokens=self.stage_tokens, temperature=0),
+            context_limit=10**9,
+        )
+        start = time.perf_counter()
+        stream = self.backend.stream(request)
+        ttft = None
+        text = ""
+        for delta in stream:
+            if ttft is None:
+                ttft = time.perf_counter() - start
+            text += delta
+        return (ttft if ttft is not None else time.perf_counter() - start), text, stream.stats
+
+    def history(self, history_tokens: int) -> HistoryResult:
+        self.report(f"history {history_tokens:,} tokens: building the conversation")
+        conversation = synthetic_conversation(self.backend, history_tokens)
+        self.backend.reset()
+        index = len(conversation.turns) - 1
+        turn = conversation.turns[index]
+        self.report(f"history {history_tokens:,}: engine stage 1 (cold prefill, fills the cache)")
+        _, turn.reasoning, _ = self.engine_stage(conversation, "reasoning")
+        self.report(f"history {history_tokens:,}: engine stage 2")
+        engine_s2, turn.answer, s2_stats = self.engine_stage(conversation, "answer")
+        self.report(f"history {history_tokens:,}: naive stage 2")
+        naive_s2 = self.naive_ttft(conversation.stage_prompt(index, "answer"))
+        conversation.add_turn("And what should we do next?")
+        self.report(f"history {history_tokens:,}: engine next turn")
+        engine_next, _, _ = self.engine_stage(conversation, "reasoning")
+        self.report(f"history {history_tokens:,}: naive next turn")
+        naive_next = self.naive_ttft(conversation.stage_prompt(index + 1, "reasoning"))
+        return HistoryResult(
+            history_tokens=history_tokens,
+            stage2_prompt_tokens=s2_stats.prompt_tokens,
+            stage2_cached_tokens=s2_stats.cached_tokens,
+            naive_stage2_ttft_s=naive_s2,
+            engine_stage2_ttft_s=engine_s2,
+            naive_next_turn_ttft_s=naive_next,
+            engine_next_turn_ttft_s=engine_next,
+        )
+
+    def decode(self, tokens: int, rounds: int = 3) -> DecodeResult:
+        """Tokens/s after the first token: bare ``generate`` vs the engine's stream, same prompt and count."""
+        conversation = Conversation(id="bench-decode")
+        conversation.add_turn("Write a long story about a lighthouse keeper and a storm.")
+        prompt = conversation.stage_prompt(0, "reasoning")
+        engine_rates, bare_rates = [], []
+        for round_ in range(rounds):
+            self.report(f"decode round {round_ + 1}/{rounds}: engine")
+            self.backend.reset()
+            saved, self.stage_tokens = self.stage_tokens, tokens
+            try:
+                _, _, stats = self.engine_stage(conversation, "reasoning")
+            finally:
+                self.stage_tokens = saved
+            n = stats.new_tokens
+            if n < 8:
+                raise RuntimeError(f"the model stopped after {n} tokens; decode speed needs a longer output")
+            engine_rates.append((n - 1) / stats.decode_s)
+            self.report(f"decode round {round_ + 1}/{rounds}: bare generate ({n} tokens)")
+            bare_rates.append(self._bare_rate(prompt, n))
+        return DecodeResult(tokens, statistics.median(bare_rates), statistics.median(engine_rates))
+
+    def _bare_rate(self, prompt: str, tokens: int) -> float:
+        model, tokenizer = self.backend.model, self.backend.tokenizer
+        inputs = tokenizer([prompt], return_tensors="pt").to(self.backend.loaded.input_device)
+
+        def timed(n: int) -> float:
+            start = time.perf_counter()
+            model.generate(
+                inputs.input_ids,
+                attention_mask=inputs.attention_mask,
+                max_new_tokens=n,
+                min_new_tokens=n,
+                do_sample=False,
+                pad_token_id=self.backend.loaded.eos_ids[0],
+            )
+            return time.perf_counter() - start
+
+        # Prefill + first token are timed separately and subtracted, as the engine's decode_s does.
+        first = timed(1)
+        return (tokens - 1) / (timed(tokens) - first)
+
+
+def run_bench(
+    backend: TransformersBackend,
+    history_tokens: Sequence[int],
+    *,
+    decode_tokens: int = 128,
+    stage_tokens: int = 32,
+    report: Report | None = None,
+) -> BenchResult:
+    bench = Bench(backend, stage_tokens=stage_tokens, report=report)
+    result = BenchResult(model=backend.description, machine=machine_info())
+    for tokens in history_tokens:
+        result.history.append(bench.history(tokens))
+    if decode_tokens:
+        result.decode = bench.decode(decode_tokens)
+    return result

@@ -1,0 +1,208 @@
+"""``reasonchat ask``: one question through both stages, streamed to the terminal and saved."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from reasonchat.cli.model_options import (
+    add_generation_arguments,
+    add_model_arguments,
+    generation_settings,
+    open_backend,
+)
+from reasonchat.conversation import STAGES, Conversation, StageStats, Turn
+from reasonchat.engine.protocol import ContextOverflow
+from reasonchat.errors import UserError
+from reasonchat.sanitize import sanitize
+from reasonchat.template import DEFAULT_SYSTEM_PROMPT
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "ask",
+        help="ask one question (reasoning, then answer)",
+        description="Ask one question: the model reasons, then answers. The turn is saved.",
+    )
+    parser.add_argument("question", help="the question ('-' reads it from stdin)")
+    parser.add_argument("--continue", dest="continue_id", metavar="ID", help="add the turn to a saved conversation")
+    parser.add_argument("--system", metavar="TEXT", help=f"system prompt (default {DEFAULT_SYSTEM_PROMPT!r})")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    parser.add_argument("--no-save", action="store_true", help="do not store the turn")
+    add_model_arguments(parser)
+    add_generation_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def read_question(text: str) -> str:
+    if text == "-":
+        text = sys.stdin.read()
+        if text.endswith("\n"):
+            text = text[:-1]
+    if not text.strip():
+        raise UserError("the question is empty")
+    return text
+
+
+def run(args: argparse.Namespace) -> int:
+    from reasonchat.session import ChatSession
+    from reasonchat.store import Store
+
+    question = read_question(args.question)
+    settings = generation_settings(args)
+    store = None if args.no_save else Store.open(args.data_dir)
+    if args.continue_id:
+        if store is None:
+            store = Store.open(args.data_dir)
+        conversation = store.get(store.resolve(args.continue_id))
+        if args.system is not None:
+            raise UserError("--system cannot change the system prompt of a saved conversation")
+        if args.no_save:
+            store.close()
+            store = None
+    else:
+        conversation = Conversation(system_prompt=args.system if args.system is not None else DEFAULT_SYSTEM_PROMPT)
+
+    out = _Output(json_mode=args.json)
+    backend = open_backend(args, progress=out.progress)
+    session = ChatSession(
+        backend, conversation, store=store, settings=settings, context_limit=args.context_limit
+    )
+    try:
+        with _cancel_on_sigint(session):
+            turn = session.ask(question, on_event=out.event)
+        code = _exit_code(turn)
+    except ContextOverflow as err:
+        if err.stage == "reasoning":
+            raise
+        # The reasoning was generated and saved; the answer's stats carry the message, shown already.
+        turn, code = conversation.turns[-1], err.exit_code
+    finally:
+        if store is not None:
+            store.close()
+    out.finish(conversation, turn, args.context_limit, saved=store is not None)
+    return code
+
+
+def _exit_code(turn: Turn) -> int:
+    reasons = [s.stop_reason for s in (turn.reasoning_stats, turn.answer_stats) if s]
+    if "error" in reasons:
+        return 1
+    if "cancelled" in reasons:
+        return 130
+    return 0
+
+
+@contextmanager
+def _cancel_on_sigint(session: Any) -> Iterator[None]:
+    """First Ctrl+C cancels generation (the partial turn is saved); a second one interrupts."""
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGINT, previous)
+        session.cancel()
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class _Output:
+    """Streams events to stdout: dim, labelled reasoning then the answer on a TTY; plain text when piped."""
+
+    def __init__(self, json_mode: bool) -> None:
+        from rich.console import Console
+
+        self.json_mode = json_mode
+        self.tty = sys.stdout.isatty()
+        self.console = Console(soft_wrap=True, highlight=False)
+        self.err = Console(stderr=True, soft_wrap=True, highlight=False)
+        self.stage: str | None = None
+
+    def progress(self, message: str) -> None:
+        if self.err.is_terminal:
+            self.err.print(f"[dim]{sanitize(message)}…[/dim]")
+
+    def event(self, event: Any) -> None:
+        from reasonchat.engine.turn import StageFinished, TextChunk
+
+        if isinstance(event, StageFinished) and self.json_mode:
+            self._report_stop(event.stage, event.stats)
+        if self.json_mode:
+            return
+        if isinstance(event, TextChunk):
+            if event.stage != self.stage:
+                self._label(event.stage)
+            self._write(sanitize(event.text), event.stage)
+        elif isinstance(event, StageFinished):
+            if event.stage != self.stage:
+                self._label(event.stage)
+            self._write("\n", event.stage)
+            self._report_stop(event.stage, event.stats)
+
+    def _label(self, stage: str) -> None:
+        self.stage = stage
+        label = "Reasoning" if stage == "reasoning" else "Answer"
+        if stage == "answer":
+            self._write("\n", stage)
+        if self.tty:
+            self.console.print(f"[bold]{label}[/bold]", style="dim" if stage == "reasoning" else None)
+        else:
+            self.console.print(f"{label}:", markup=False)
+
+    def _write(self, text: str, stage: str) -> None:
+        style = "dim" if self.tty and stage == "reasoning" else None
+        self.console.print(text, end="", style=style, markup=False)
+        self.console.file.flush()
+
+    def _report_stop(self, stage: str, stats: StageStats) -> None:
+        if stats.stop_reason == "max_new_tokens":
+            self.err.print(f"({stage} stopped at the max new tokens: {stats.new_tokens})", markup=False)
+        elif stats.stop_reason == "cancelled":
+            self.err.print(f"({stage} cancelled; the partial turn was kept)", markup=False)
+        elif stats.stop_reason == "error":
+            self.err.print(f"reasonchat: error: {sanitize(stats.error or 'generation failed')}", markup=False)
+
+    def finish(self, conversation: Conversation, turn: Turn, limit: int, saved: bool) -> None:
+        if not self.json_mode:
+            if saved and self.err.is_terminal:
+                self.err.print(f"[dim]saved as {conversation.id}[/dim]")
+            return
+        data = {
+            "conversation_id": conversation.id,
+            "saved": saved,
+            "reasoning": turn.reasoning,
+            "answer": turn.answer,
+            "context": {"used": context_used(turn), "limit": limit},
+            "stages": {stage: stage_json(turn.stats(stage)) for stage in STAGES},
+        }
+        print(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+def context_used(turn: Turn) -> int:
+    for stats in (turn.answer_stats, turn.reasoning_stats):
+        if stats is not None and stats.prompt_tokens:
+            return stats.prompt_tokens + stats.new_tokens
+    return 0
+
+
+def stage_json(stats: StageStats | None) -> dict[str, Any] | None:
+    if stats is None:
+        return None
+    return {
+        "prompt_tokens": stats.prompt_tokens,
+        "cached_tokens": stats.cached_tokens,
+        "new_tokens": stats.new_tokens,
+        "ttft_s": stats.ttft_s,
+        "decode_s": stats.decode_s,
+        "tokens_per_s": stats.tokens_per_s,
+        "stop_reason": stats.stop_reason,
+        "error": stats.error,
+    }

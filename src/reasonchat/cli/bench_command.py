@@ -1,0 +1,106 @@
+"""``reasonchat bench``: the engine against the card's naive loop (see ``reasonchat.bench``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from reasonchat.cli.model_options import add_model_arguments, open_backend
+from reasonchat.errors import UserError
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 16:
+        raise argparse.ArgumentTypeError("history lengths must be at least 16 tokens")
+    return values
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="measure the engine against the model card's loop",
+        description="Stage-2 and next-turn time to first token (naive loop vs KV-cache reuse) at each "
+        "history length, and decode tokens/s of bare generate vs the engine's stream.",
+    )
+    parser.add_argument(
+        "--history-tokens",
+        type=_int_list,
+        default=[1000, 4000, 8000],
+        metavar="N,N,...",
+        help="history lengths to measure (default 1000,4000,8000)",
+    )
+    parser.add_argument("--decode-tokens", type=int, default=128, metavar="N", help="0 skips the decode test")
+    parser.add_argument("--stage-tokens", type=int, default=32, metavar="N", help="tokens generated per stage")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    add_model_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from reasonchat.bench import run_bench
+
+    if args.no_cache_reuse:
+        raise UserError("bench compares against the naive loop itself; drop --no-cache-reuse")
+    err = Console(stderr=True, highlight=False)
+    backend = open_backend(args, progress=lambda m: err.print(f"[dim]{m}…[/dim]"))
+    result = run_bench(
+        backend,
+        args.history_tokens,
+        decode_tokens=args.decode_tokens,
+        stage_tokens=args.stage_tokens,
+        report=lambda m: err.print(f"[dim]{m}[/dim]"),
+    )
+    if args.json:
+        json.dump(result.to_json(), sys.stdout, indent=2)
+        print()
+    else:
+        print_tables(result)
+    return 0
+
+
+def print_tables(result) -> None:  # type: ignore[no-untyped-def]
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    machine = result.machine
+    console.print(f"model: {result.model}")
+    console.print(", ".join(f"{k} {v}" for k, v in machine.items()))
+    table = Table(title="Time to first token: card loop vs engine")
+    for column in (
+        "history", "s2 prompt", "cached", "naive s2", "engine s2", "×",
+        "naive next", "engine next", "×",
+    ):  # fmt: skip
+        table.add_column(column, justify="right")
+    for h in result.history:
+        table.add_row(
+            f"{h.history_tokens:,}",
+            f"{h.stage2_prompt_tokens:,}",
+            f"{h.stage2_cached_fraction:.1%}",
+            f"{h.naive_stage2_ttft_s:.3f}s",
+            f"{h.engine_stage2_ttft_s:.3f}s",
+            f"{h.stage2_speedup:.1f}×",
+            f"{h.naive_next_turn_ttft_s:.3f}s",
+            f"{h.engine_next_turn_ttft_s:.3f}s",
+            f"{h.next_turn_speedup:.1f}×",
+        )
+    console.print(table)
+    if result.decode:
+        d = result.decode
+        console.print(
+            f"decode ({d.tokens} tokens, median of 3): bare generate {d.bare_tokens_per_s:.1f} tok/s, "
+            f"engine stream {d.engine_tokens_per_s:.1f} tok/s, ratio {d.ratio:.3f}"
+        )
+    targets = Table(title="Targets")
+    for column in ("target", "measured", "wanted", "met"):
+        targets.add_column(column)
+    for name, measured, wanted, met in result.targets():
+        targets.add_row(name, f"{measured:.3f}", wanted, "yes" if met else "NO")
+    console.print(targets)

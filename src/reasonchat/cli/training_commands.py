@@ -1,0 +1,283 @@
+"""``prepare-model``, ``train`` and ``demo-model build|path|eval``.
+
+torch and transformers are imported inside the handlers only: ``reasonchat --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from reasonchat.errors import UserError
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    _register_prepare(subparsers)
+    _register_train(subparsers)
+    _register_demo(subparsers)
+
+
+# -- prepare-model ---------------------------------------------------------------------------------
+
+
+def _register_prepare(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "prepare-model",
+        help="add <|reasoning|> to a base checkpoint",
+        description=(
+            "Add <|reasoning|> as a special token, grow the embeddings for it (mean-initialised, never "
+            "shrunk), stop generation on <|im_end|> and <|endoftext|>, and save as safetensors. "
+            "Running it on a prepared model changes nothing."
+        ),
+    )
+    parser.add_argument("base", metavar="BASE", help="base checkpoint directory (or hub id, from the cache)")
+    parser.add_argument("out", metavar="OUT", help="output directory")
+    parser.add_argument("--gguf-file", metavar="FILE", help="load BASE/FILE, a GGUF checkpoint")
+    parser.add_argument(
+        "--add-chatml", action="store_true", help="also add <|im_start|>/<|im_end|> if the tokenizer lacks them"
+    )
+    parser.add_argument("--dtype", choices=DTYPES, default="auto", help="dtype to save (default: as loaded)")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    parser.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own code")
+    parser.set_defaults(func=_run_prepare)
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def _run_prepare(args: argparse.Namespace) -> int:
+    from reasonchat.training.prepare import prepare_model
+
+    _quiet_transformers()
+    report = prepare_model(
+        args.base,
+        args.out,
+        gguf_file=args.gguf_file,
+        add_chatml=args.add_chatml,
+        overwrite=args.overwrite,
+        save_dtype=args.dtype,
+        trust_remote_code=args.trust_remote_code,
+        log=lambda message: print(message, file=sys.stderr),
+    )
+    print(report.summary())
+    return 0
+
+
+# -- train -------------------------------------------------------------------------------------------
+
+
+def _register_train(subparsers: argparse._SubParsersAction) -> None:
+    from reasonchat.training.trainer import TrainConfig
+
+    d = TrainConfig(model="", data="", out="")
+    parser = subparsers.add_parser(
+        "train",
+        help="fine-tune with the loss on reasoning and answer",
+        description=(
+            "Fine-tune a prepared model on JSONL conversations with the loss on the reasoning and "
+            "assistant turns only. Ctrl+C saves a checkpoint; --resume continues from it."
+        ),
+    )
+    parser.add_argument("--model", required=True, metavar="DIR", help="a model made by prepare-model")
+    parser.add_argument("--data", required=True, metavar="FILE", help="training conversations (JSONL)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    parser.add_argument("--eval-data", metavar="FILE", help="conversations for the periodic eval loss")
+    group = parser.add_argument_group("schedule")
+    group.add_argument("--max-steps", type=int, metavar="N", help="optimizer steps (default: --epochs)")
+    group.add_argument("--epochs", type=float, default=d.epochs, help=f"passes over the data (default {d.epochs})")
+    group.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
+    group.add_argument("--grad-accum", type=int, default=d.grad_accum, metavar="N",
+                       help=f"batches per optimizer step (default {d.grad_accum})")  # fmt: skip
+    group.add_argument("--max-length", type=int, default=d.max_length, metavar="N",
+                       help=f"drop (and count) longer examples (default {d.max_length})")  # fmt: skip
+    group.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr})")
+    group.add_argument("--min-lr-ratio", type=float, default=d.min_lr_ratio,
+                       help=f"the cosine ends at lr × this (default {d.min_lr_ratio})")  # fmt: skip
+    group.add_argument("--warmup-steps", type=int, default=d.warmup_steps, metavar="N",
+                       help=f"default {d.warmup_steps}")  # fmt: skip
+    group.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"default {d.weight_decay}")
+    group.add_argument("--grad-clip", type=float, default=d.grad_clip, help=f"default {d.grad_clip}; 0 = off")
+    group.add_argument("--seed", type=int, default=d.seed, help=f"default {d.seed}")
+    group = parser.add_argument_group("checkpoints and output")
+    group.add_argument("--eval-every", type=int, default=d.eval_every, metavar="N", help=f"default {d.eval_every}")
+    group.add_argument("--eval-batches", type=int, metavar="N", help="cap the eval (default: the whole file)")
+    group.add_argument("--save-every", type=int, default=d.save_every, metavar="N", help=f"default {d.save_every}")
+    group.add_argument("--save-dtype", choices=DTYPES, default="auto",
+                       help="dtype of the final model (default: the base model's)")  # fmt: skip
+    group.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    group.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    group.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
+    group = parser.add_argument_group("hardware")
+    group.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda if available)")
+    group.add_argument("--threads", type=int, metavar="N",
+                       help="torch CPU threads (1 is best for tiny models on shared cores)")  # fmt: skip
+    parser.set_defaults(func=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from reasonchat.training.trainer import TrainConfig, train
+
+    _quiet_transformers()
+    config = TrainConfig(
+        model=args.model,
+        data=args.data,
+        out=args.out,
+        eval_data=args.eval_data,
+        max_length=args.max_length,
+        batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
+        max_steps=args.max_steps,
+        epochs=args.epochs,
+        lr=args.lr,
+        min_lr_ratio=args.min_lr_ratio,
+        warmup_steps=args.warmup_steps,
+        weight_decay=args.weight_decay,
+        grad_clip=args.grad_clip,
+        seed=args.seed,
+        eval_every=args.eval_every,
+        eval_batches=args.eval_batches,
+        save_every=args.save_every,
+        threads=args.threads,
+        device=args.device,
+        save_dtype=args.save_dtype,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=not args.no_progress and sys.stderr.isatty(),
+    )
+    result = train(config, log=lambda message: print(message, file=sys.stderr))
+    if result.interrupted:
+        raise KeyboardInterrupt
+    last = f", eval loss {result.eval_losses[-1][1]:.4f}" if result.eval_losses else ""
+    print(
+        f"trained {result.steps} steps in {result.elapsed_s:.0f}s: loss {result.losses[0]:.4f} -> "
+        f"{result.losses[-1]:.4f}{last}; model saved to {result.out}"
+    )
+    return 0
+
+
+# -- demo-model ------------------------------------------------------------------------------------
+
+
+def _register_demo(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "demo-model",
+        help="build, locate or evaluate the embedded demo model",
+        description="The tiny arithmetic model reasonchat uses when no --model is given.",
+    )
+    actions = parser.add_subparsers(dest="demo_action", metavar="ACTION")
+    parser.set_defaults(func=lambda args: _demo_usage(parser))
+
+    build = actions.add_parser(
+        "build",
+        help="train it from scratch (about 10 minutes on 2 CPU cores)",
+        description="Train the demo model from scratch with prepare-model and train (seeded).",
+    )
+    build.add_argument("--out", default="demo-model", metavar="DIR", help="output directory (default ./demo-model)")
+    build.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
+    build.add_argument("--steps", type=int, metavar="N", help="training steps (default: the shipped model's)")
+    build.add_argument("--seed", type=int, help="default: the shipped model's")
+    build.add_argument("--threads", type=int, default=1, metavar="N", help="torch CPU threads (default 1)")
+    build.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
+    build.set_defaults(func=_run_build)
+
+    path = actions.add_parser("path", help="print the directory of the shipped demo model")
+    path.set_defaults(func=_run_path)
+
+    evaluate = actions.add_parser(
+        "eval",
+        help="benchmark: held-out problems through the real two-stage inference",
+        description=(
+            "Run held-out addition/subtraction dialogs through the engine (reasoning, then answer), "
+            "turn after turn, and print exact-answer and clean-stop rates per turn. "
+            "Exit status 1 if below the bar (exact >= 98 %%, clean stops >= 99.5 %%)."
+        ),
+    )
+    evaluate.add_argument("--model", metavar="DIR", help="default: the shipped demo model")
+    evaluate.add_argument("--dialogs", type=int, default=500, metavar="N", help="default 500")
+    evaluate.add_argument("--turns", type=int, default=3, metavar="N", help="questions per dialog (default 3)")
+    evaluate.add_argument("--off-task", type=int, default=50, metavar="N", help="greetings etc. (default 50)")
+    evaluate.add_argument("--seed", type=int, help="problem seed (default: the benchmark's)")
+    evaluate.add_argument("--threads", type=int, default=1, metavar="N", help="torch CPU threads (default 1)")
+    evaluate.add_argument("--show-failures", type=int, default=5, metavar="N", help="per row (default 5)")
+    evaluate.set_defaults(func=_run_eval)
+
+
+def _demo_usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _run_build(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from reasonchat.training.demo import DemoSettings, build_demo_model
+
+    _quiet_transformers()
+    settings = DemoSettings()
+    changes: dict[str, Any] = {"threads": args.threads}
+    if args.steps is not None:
+        changes["steps"] = args.steps
+    if args.seed is not None:
+        changes["seed"] = args.seed
+    if args.threads < 1 or (args.steps is not None and args.steps < 1):
+        raise UserError("--threads and --steps must be at least 1")
+    report = build_demo_model(
+        args.out,
+        replace(settings, **changes),
+        overwrite=args.overwrite,
+        progress=not args.no_progress and sys.stderr.isatty(),
+        log=lambda message: print(message, file=sys.stderr),
+    )
+    print(report.summary())
+    return 0
+
+
+def _run_path(args: argparse.Namespace) -> int:
+    from reasonchat.demo_model import model_dir
+
+    print(model_dir())
+    return 0
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from reasonchat.demo_model import model_dir
+    from reasonchat.sanitize import sanitize
+    from reasonchat.training.demo import EVAL_SEED, evaluate_demo_model
+
+    if args.dialogs < 1 or args.turns < 1 or args.off_task < 0 or args.threads < 1:
+        raise UserError("--dialogs, --turns and --threads must be at least 1, --off-task at least 0")
+    _quiet_transformers()
+    model = args.model or str(model_dir())
+    console = Console(stderr=True)
+    with console.status("") as status:
+
+        def on_dialog(done: int, total: int) -> None:
+            status.update(f"dialog {done}/{total}")
+
+        report = evaluate_demo_model(
+            model,
+            dialogs=args.dialogs,
+            turns=args.turns,
+            off_task=args.off_task,
+            threads=args.threads,
+            seed=EVAL_SEED if args.seed is None else args.seed,
+            on_dialog=on_dialog,
+        )
+    out = Console()
+    out.print(report.table())
+    for name, score in report.rows.items():
+        for question, expected, answer in score.failures[: args.show_failures]:
+            out.print(f"  {name}: {sanitize(question)!r} expected {expected!r}, got {sanitize(answer)!r}",
+                      markup=False, highlight=False)  # fmt: skip
+    passed = report.passed()
+    out.print("PASS (exact >= 98 %, clean stops >= 99.5 % at every turn)" if passed else "BELOW THE BAR")
+    return 0 if passed else 1

@@ -1,0 +1,534 @@
+"""Saved conversations in one SQLite file (stdlib ``sqlite3``; no torch, no textual).
+
+Safety rules this module keeps:
+
+- every write is one ``BEGIN IMMEDIATE`` transaction in WAL mode with ``synchronous=FULL``: a
+  process killed mid-save leaves the previous state, and two writers queue on the busy timeout
+  instead of failing on a read-to-write lock upgrade;
+- a file we cannot use (not a database, corrupt, a newer schema, someone else's tables, locked)
+  raises ``StoreError`` naming it, and is never written to, migrated or "repaired";
+- the data directory is created 0700 and the database files are 0600 (SQLite gives ``-wal``/``-shm``
+  the mode of the main file, so creating that one 0600 covers all three).
+
+Search uses an FTS5 trigram index over each turn's user, reasoning and answer text, so any substring
+of three or more characters matches, CJK included; shorter terms fall back to ``LIKE``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from reasonchat import paths
+from reasonchat.conversation import Conversation, StageStats, Turn
+from reasonchat.errors import StoreError, UserError
+from reasonchat.sanitize import sanitize
+
+BUSY_TIMEOUT_S = 5.0
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+SNIPPET_BEFORE = 30
+SNIPPET_AFTER = 70
+# The trigram tokenizer indexes 3-character windows: shorter terms cannot use the index.
+MIN_INDEXED_TERM = 3
+
+
+@dataclass(frozen=True)
+class ConversationSummary:
+    """One row of ``Store.list``. ``tokens`` is the context the conversation used at its last
+    generation (0 without stats); ``snippet`` shows where a search matched (``None`` without a
+    search, or when only the title matched)."""
+
+    id: str
+    title: str
+    created: str
+    updated: str
+    model: str
+    turns: int
+    tokens: int
+    snippet: str | None = None
+
+
+# --- schema --------------------------------------------------------------------------------------
+
+_V1 = (
+    """CREATE TABLE conversations (
+        id TEXT PRIMARY KEY,
+        title TEXT NOT NULL,
+        created TEXT NOT NULL,
+        updated TEXT NOT NULL,
+        model TEXT NOT NULL,
+        system_prompt TEXT,
+        tokens INTEGER NOT NULL DEFAULT 0
+    )""",
+    "CREATE INDEX conversations_by_updated ON conversations (updated)",
+    # An explicit INTEGER PRIMARY KEY: the FTS index refers to it, and VACUUM may renumber an
+    # implicit rowid.
+    """CREATE TABLE turns (
+        id INTEGER PRIMARY KEY,
+        conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+        idx INTEGER NOT NULL,
+        user TEXT NOT NULL,
+        reasoning TEXT,
+        answer TEXT,
+        reasoning_stats TEXT,
+        answer_stats TEXT,
+        created TEXT NOT NULL,
+        UNIQUE (conversation_id, idx)
+    )""",
+    """CREATE VIRTUAL TABLE turns_fts USING fts5 (
+        user, reasoning, answer, content='turns', content_rowid='id', tokenize='trigram'
+    )""",
+    """CREATE TRIGGER turns_fts_insert AFTER INSERT ON turns BEGIN
+        INSERT INTO turns_fts (rowid, user, reasoning, answer)
+        VALUES (new.id, new.user, new.reasoning, new.answer);
+    END""",
+    """CREATE TRIGGER turns_fts_delete AFTER DELETE ON turns BEGIN
+        INSERT INTO turns_fts (turns_fts, rowid, user, reasoning, answer)
+        VALUES ('delete', old.id, old.user, old.reasoning, old.answer);
+    END""",
+    """CREATE TRIGGER turns_fts_update AFTER UPDATE ON turns BEGIN
+        INSERT INTO turns_fts (turns_fts, rowid, user, reasoning, answer)
+        VALUES ('delete', old.id, old.user, old.reasoning, old.answer);
+        INSERT INTO turns_fts (rowid, user, reasoning, answer)
+        VALUES (new.id, new.user, new.reasoning, new.answer);
+    END""",
+)
+
+
+def _migrate_to_v1(conn: sqlite3.Connection) -> None:
+    # Statement by statement: executescript() would COMMIT the migration's transaction first.
+    for statement in _V1:
+        conn.execute(statement)
+
+
+# MIGRATIONS[i] takes the schema from version i to i + 1; a new version is one more function here.
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_migrate_to_v1,)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_UPSERT_CONVERSATION = """
+    INSERT INTO conversations (id, title, created, updated, model, system_prompt, tokens)
+    VALUES (:id, :title, :created, :updated, :model, :system_prompt, :tokens)
+    ON CONFLICT (id) DO UPDATE SET
+        title = excluded.title, created = excluded.created, updated = excluded.updated,
+        model = excluded.model, system_prompt = excluded.system_prompt, tokens = excluded.tokens
+"""
+# The WHERE keeps an unchanged turn from being rewritten and re-indexed on every save.
+_UPSERT_TURN = """
+    INSERT INTO turns (conversation_id, idx, user, reasoning, answer, reasoning_stats, answer_stats,
+                       created)
+    VALUES (:conversation_id, :idx, :user, :reasoning, :answer, :reasoning_stats, :answer_stats,
+            :created)
+    ON CONFLICT (conversation_id, idx) DO UPDATE SET
+        user = excluded.user, reasoning = excluded.reasoning, answer = excluded.answer,
+        reasoning_stats = excluded.reasoning_stats, answer_stats = excluded.answer_stats,
+        created = excluded.created
+    WHERE (user, reasoning, answer, reasoning_stats, answer_stats, created)
+        IS NOT (excluded.user, excluded.reasoning, excluded.answer, excluded.reasoning_stats,
+                excluded.answer_stats, excluded.created)
+"""
+_SUMMARY_COLUMNS = """
+    SELECT c.id, c.title, c.created, c.updated, c.model,
+           (SELECT count(*) FROM turns t WHERE t.conversation_id = c.id), c.tokens
+    FROM conversations c
+"""
+
+
+# --- the store -----------------------------------------------------------------------------------
+
+
+class Store:
+    """The conversation database. One connection, safe to share between threads (calls are
+    serialized); several ``Store`` objects and processes may use the same file at once."""
+
+    def __init__(self, path: Path, *, timeout: float = BUSY_TIMEOUT_S) -> None:
+        self.path = Path(path)
+        self.timeout = timeout
+        self._lock = threading.RLock()
+        self._conn = self._connect()
+        try:
+            with self._guard():
+                # Whatever may refuse the file comes before the first write: switching to WAL
+                # rewrites the header of a database that was not in WAL mode.
+                self._check_ours()
+                self._configure()
+                self._migrate()
+                self._make_files_private()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    @classmethod
+    def open(cls, data_dir: str | Path | None = None) -> Store:
+        """The store in ``data_dir`` (default: ``$REASONCHAT_DATA_DIR``, else the user data dir)."""
+        return cls(paths.database_path(data_dir))
+
+    # --- conversations ---
+
+    def save(self, conv: Conversation) -> None:
+        """Write the whole conversation, replacing whatever was stored under its id."""
+        turn_rows = [_turn_row(conv, i) for i in range(len(conv.turns))]
+        with self._write() as conn:
+            conn.execute(_UPSERT_CONVERSATION, _conversation_row(conv))
+            conn.executemany(_UPSERT_TURN, turn_rows)
+            conn.execute(
+                "DELETE FROM turns WHERE conversation_id = ? AND idx >= ?",
+                (conv.id, len(conv.turns)),
+            )
+
+    def save_turn(self, conv: Conversation, index: int) -> None:
+        """Write the conversation row and turn ``index`` only: cheap enough to autosave while
+        streaming. Earlier turns missing from the database are written too, so no gap is left."""
+        if not 0 <= index < len(conv.turns):
+            raise IndexError(f"turn {index} out of range (the conversation has {len(conv.turns)})")
+        with self._write() as conn:
+            (stored,) = conn.execute(
+                "SELECT count(*) FROM turns WHERE conversation_id = ?", (conv.id,)
+            ).fetchone()
+            conn.execute(_UPSERT_CONVERSATION, _conversation_row(conv))
+            rows = [_turn_row(conv, i) for i in range(min(stored, index), index + 1)]
+            conn.executemany(_UPSERT_TURN, rows)
+
+    def get(self, conv_id: str) -> Conversation:
+        with self._guard():
+            row = self._conn.execute(
+                "SELECT id, title, created, updated, model, system_prompt FROM conversations"
+                " WHERE id = ?",
+                (conv_id,),
+            ).fetchone()
+            if row is None:
+                raise UserError(f"no conversation with id {conv_id!r}")
+            turns = self._conn.execute(
+                "SELECT user, reasoning, answer, reasoning_stats, answer_stats, created FROM turns"
+                " WHERE conversation_id = ? ORDER BY idx",
+                (conv_id,),
+            ).fetchall()
+        conv_id, title, created, updated, model, system_prompt = row
+        return Conversation(
+            id=conv_id,
+            title=title,
+            created=created,
+            updated=updated,
+            model=model,
+            system_prompt=system_prompt,
+            turns=[_turn_from_row(t) for t in turns],
+        )
+
+    def resolve(self, id_or_prefix: str) -> str:
+        """The full id for an id or a unique prefix of one."""
+        if not id_or_prefix:
+            raise UserError("a conversation id cannot be empty")
+        with self._guard():
+            if self._conn.execute(
+                "SELECT 1 FROM conversations WHERE id = ?", (id_or_prefix,)
+            ).fetchone():
+                return id_or_prefix
+            rows = self._conn.execute(
+                "SELECT id FROM conversations WHERE substr(id, 1, ?) = ? ORDER BY id LIMIT 4",
+                (len(id_or_prefix), id_or_prefix),
+            ).fetchall()
+        if not rows:
+            raise UserError(f"no conversation with id {id_or_prefix!r}")
+        if len(rows) > 1:
+            shown = ", ".join(r[0] for r in rows[:3]) + (", ..." if len(rows) > 3 else "")
+            raise UserError(
+                f"id prefix {id_or_prefix!r} is ambiguous ({shown}); give more characters"
+            )
+        return rows[0][0]
+
+    def list(
+        self, search: str | None = None, limit: int | None = None
+    ) -> list[ConversationSummary]:
+        """Conversations, most recently updated first; with ``search``, those where every
+        whitespace-separated term occurs (case-insensitively) in one turn, or in the title."""
+        terms = search.split() if search else []
+        with self._guard():
+            if not terms:
+                return [ConversationSummary(*row) for row in self._summary_rows("", [], limit)]
+            hits = self._first_matching_turns(terms)
+            in_title = " AND ".join([r"c.title LIKE ? ESCAPE '\'"] * len(terms))
+            rows = self._summary_rows(
+                f"WHERE c.id IN (SELECT value FROM json_each(?)) OR ({in_title})",
+                [json.dumps(list(hits)), *map(_like_pattern, terms)],
+                limit,
+            )
+            return [
+                ConversationSummary(*row, snippet=self._snippet(row[0], hits.get(row[0]), terms))
+                for row in rows
+            ]
+
+    def rename(self, conv_id: str, title: str) -> None:
+        """Change the title only: ``updated`` dates the content, which a rename leaves alone."""
+        with self._write() as conn:
+            if not conn.execute(
+                "UPDATE conversations SET title = ? WHERE id = ?", (title, conv_id)
+            ).rowcount:
+                raise UserError(f"no conversation with id {conv_id!r}")
+
+    def delete(self, conv_id: str) -> None:
+        with self._write() as conn:
+            # Turns go by ON DELETE CASCADE; their delete trigger keeps the search index in sync.
+            if not conn.execute("DELETE FROM conversations WHERE id = ?", (conv_id,)).rowcount:
+                raise UserError(f"no conversation with id {conv_id!r}")
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- opening ---
+
+    def _connect(self) -> sqlite3.Connection:
+        _make_private_dir(self.path.parent)
+        try:
+            # Created 0600 before SQLite sees it (an empty file is a new database to SQLite).
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+        except FileExistsError:
+            pass
+        except OSError as err:
+            raise StoreError(f"cannot create {self.path}: {err.strerror}") from None
+        try:
+            # isolation_level=None: transactions are ours (BEGIN IMMEDIATE), never implicit.
+            return sqlite3.connect(
+                self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as err:
+            raise StoreError(_describe(self.path, err, self.timeout)) from None
+
+    def _check_ours(self) -> int:
+        """The file's schema version; ``StoreError`` if the file is not one we may write."""
+        version = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema version {version}, newer than this reasonchat knows"
+                f" ({SCHEMA_VERSION}); upgrade reasonchat to open it (the file was left untouched)"
+            )
+        (objects,) = self._conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()
+        if version == 0 and objects:
+            raise StoreError(
+                f"{self.path} is an SQLite database but not reasonchat's; it was left untouched"
+            )
+        return version
+
+    def _configure(self) -> None:
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._conn.execute("PRAGMA synchronous = FULL")
+        self._conn.execute("PRAGMA foreign_keys = ON")
+
+    def _migrate(self) -> None:
+        if self._check_ours() == SCHEMA_VERSION:
+            return
+        with self._write() as conn:
+            # Checked again under the write lock: another process may have migrated meanwhile.
+            for migrate in MIGRATIONS[self._check_ours() :]:
+                migrate(conn)
+            # PRAGMA takes no parameters; SCHEMA_VERSION is our own integer.
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _make_files_private(self) -> None:
+        for suffix in ("", "-wal", "-shm"):
+            file = self.path.with_name(self.path.name + suffix)
+            try:
+                if file.stat().st_mode & 0o777 != FILE_MODE:
+                    file.chmod(FILE_MODE)
+            except FileNotFoundError:
+                pass
+            except OSError as err:
+                raise StoreError(f"cannot make {file} private: {err.strerror}") from None
+
+    # --- transactions and errors ---
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Serialize access and turn SQLite's errors into one-line ``StoreError``s."""
+        with self._lock:
+            try:
+                yield
+            except sqlite3.Error as err:
+                raise StoreError(_describe(self.path, err, self.timeout)) from None
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._guard():
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                # SQLite may already have rolled back (e.g. on a full disk).
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    # --- search ---
+
+    def _summary_rows(self, where: str, params: Sequence[Any], limit: int | None) -> list[Any]:
+        sql = f"{_SUMMARY_COLUMNS} {where} ORDER BY c.updated DESC, c.created DESC, c.id LIMIT ?"
+        return self._conn.execute(sql, [*params, -1 if limit is None else limit]).fetchall()
+
+    def _first_matching_turns(self, terms: list[str]) -> dict[str, int]:
+        """conversation id -> index of its first turn that contains every term."""
+        indexed = [t for t in terms if len(t) >= MIN_INDEXED_TERM]
+        conditions, params = [], []
+        if indexed:
+            conditions.append("t.id IN (SELECT rowid FROM turns_fts WHERE turns_fts MATCH ?)")
+            params.append(" ".join(_fts_phrase(t) for t in indexed))
+        for term in terms:
+            if len(term) < MIN_INDEXED_TERM:
+                # Fields joined by "\n": a term holds no whitespace, so it cannot match across two.
+                conditions.append(
+                    r"(t.user || char(10) || ifnull(t.reasoning, '') || char(10)"
+                    r" || ifnull(t.answer, '')) LIKE ? ESCAPE '\'"
+                )
+                params.append(_like_pattern(term))
+        rows = self._conn.execute(
+            "SELECT t.conversation_id, min(t.idx) FROM turns t WHERE "
+            + " AND ".join(conditions)
+            + " GROUP BY t.conversation_id",
+            params,
+        ).fetchall()
+        return dict(rows)
+
+    def _snippet(self, conv_id: str, turn_index: int | None, terms: list[str]) -> str | None:
+        if turn_index is None:
+            return None
+        texts = self._conn.execute(
+            "SELECT user, reasoning, answer FROM turns WHERE conversation_id = ? AND idx = ?",
+            (conv_id, turn_index),
+        ).fetchone()
+        return make_snippet(texts, terms)
+
+
+def make_snippet(texts: Sequence[str | None], terms: Sequence[str]) -> str:
+    """One line of sanitized text around the first place a term occurs in ``texts``."""
+    # Longest first, so the regex prefers "hello" to "he" at the same position.
+    pattern = re.compile(
+        "|".join(re.escape(t) for t in sorted(terms, key=len, reverse=True)), re.IGNORECASE
+    )
+    candidates = [sanitize(t) for t in texts if t]
+    for text in candidates:
+        if match := pattern.search(text):
+            break
+    else:
+        # The index folds case a little differently from Python; show the start rather than nothing.
+        text, match = (candidates or [""])[0], None
+    start = max(0, match.start() - SNIPPET_BEFORE) if match else 0
+    end = (match.end() if match else 0) + SNIPPET_AFTER
+    line = " ".join(text[start:end].split())
+    return ("…" if start > 0 else "") + line + ("…" if end < len(text) else "")
+
+
+def _fts_phrase(term: str) -> str:
+    # A quoted FTS5 string is taken literally: quotes, parentheses, -, *, AND/OR/NOT lose meaning.
+    return '"' + term.replace('"', '""') + '"'
+
+
+def _like_pattern(term: str) -> str:
+    escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+# --- rows ----------------------------------------------------------------------------------------
+
+
+def context_tokens(conv: Conversation) -> int:
+    """The context the conversation used at its latest generation with stats: that stage's prompt
+    plus what it generated (0 when no stage has stats)."""
+    for turn in reversed(conv.turns):
+        for stats in (turn.answer_stats, turn.reasoning_stats):
+            if stats is not None and stats.prompt_tokens:
+                return stats.prompt_tokens + stats.new_tokens
+    return 0
+
+
+def _conversation_row(conv: Conversation) -> dict[str, Any]:
+    return {
+        "id": conv.id,
+        "title": conv.title,
+        "created": conv.created,
+        "updated": conv.updated,
+        "model": conv.model,
+        "system_prompt": conv.system_prompt,
+        "tokens": context_tokens(conv),
+    }
+
+
+def _turn_row(conv: Conversation, index: int) -> dict[str, Any]:
+    turn = conv.turns[index]
+    return {
+        "conversation_id": conv.id,
+        "idx": index,
+        "user": turn.user,
+        "reasoning": turn.reasoning,
+        "answer": turn.answer,
+        "reasoning_stats": _stats_json(turn.reasoning_stats),
+        "answer_stats": _stats_json(turn.answer_stats),
+        "created": turn.created,
+    }
+
+
+def _stats_json(stats: StageStats | None) -> str | None:
+    return None if stats is None else json.dumps(stats.to_dict(), ensure_ascii=False)
+
+
+def _stats_from_json(text: str | None) -> StageStats | None:
+    return None if text is None else StageStats.from_dict(json.loads(text))
+
+
+def _turn_from_row(row: Sequence[Any]) -> Turn:
+    user, reasoning, answer, reasoning_stats, answer_stats, created = row
+    return Turn(
+        user=user,
+        reasoning=reasoning,
+        answer=answer,
+        reasoning_stats=_stats_from_json(reasoning_stats),
+        answer_stats=_stats_from_json(answer_stats),
+        created=created,
+    )
+
+
+# --- files and errors ----------------------------------------------------------------------------
+
+
+def _make_private_dir(directory: Path) -> None:
+    if directory.is_dir():
+        return
+    try:
+        directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        # mkdir's mode passes through the umask; the directory must end up exactly 0700.
+        directory.chmod(DIR_MODE)
+    except OSError as err:
+        raise StoreError(f"cannot create {directory}: {err.strerror}") from None
+
+
+def _describe(path: Path, err: sqlite3.Error, timeout: float) -> str:
+    code = getattr(err, "sqlite_errorcode", 0) & 0xFF
+    if code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+        return (
+            f"{path} is not a usable reasonchat database ({err}); it was left untouched:"
+            " move it aside to start a new one"
+        )
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return f"{path} is locked by another process (gave up after {timeout:g} s); try again later"
+    if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM):
+        return f"cannot write {path}: {err}"
+    return f"{path}: {err}"

@@ -1,0 +1,290 @@
+"""``prepare-model``: make a base checkpoint speak the card's protocol.
+
+As in the card: add ``<|reasoning|>`` as a special token (``add_special_tokens``), grow the embeddings
+for it, and save. Beyond the card:
+
+* transformers 5 *replaces* the extra-special-token list on ``add_special_tokens``; we pass
+  ``replace_extra_special_tokens=False`` so ``<|im_start|>``/``<|im_end|>`` stay listed as special.
+* the embedding matrix only ever grows. Qwen2.5 ships 151,936 rows for 151,665 tokens: resizing to
+  ``len(tokenizer)`` would *shrink* it. When the new id already has a row, that row is set to the mean
+  of the existing tokens' rows, as ``resize_token_embeddings(mean_resizing=True)`` does for new rows.
+* the generation config stops on ``<|im_end|>`` and ``<|endoftext|>`` (base Qwen stops on the latter
+  only, and would run past the end of every stage).
+* idempotent: a prepared checkpoint goes through unchanged (nothing added, nothing resized).
+* ``gguf_file``: transformers loads a GGUF checkpoint (dequantized, fp32) but refuses to
+  ``save_pretrained`` it; its state is copied into a model built ``from_config``, which saves.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reasonchat.errors import UserError
+from reasonchat.template import END_OF_TEXT, IM_END, IM_START, REASONING_TOKEN
+
+Log = Callable[[str], None]
+
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "tokenizer.model",
+    "spiece.model",
+    "vocab.txt",
+)
+_SAVE_DTYPES = {"auto": None, "float32": "float32", "fp32": "float32", "bfloat16": "bfloat16",
+                "bf16": "bfloat16", "float16": "float16", "fp16": "float16"}  # fmt: skip
+
+
+@dataclass
+class PrepareReport:
+    out: Path
+    reasoning_id: int
+    eos_ids: list[int]
+    added_tokens: list[str] = field(default_factory=list)
+    marked_special: list[str] = field(default_factory=list)
+    rows_before: int = 0
+    rows_after: int = 0
+    tokenizer_size: int = 0
+    mean_initialised: list[int] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added_tokens or self.marked_special) or self.rows_after != self.rows_before
+
+    def summary(self) -> str:
+        added = ", ".join(self.added_tokens) if self.added_tokens else "nothing"
+        if self.marked_special:
+            added += f" (marked special: {', '.join(self.marked_special)})"
+        elif not self.changed:
+            added += " (already prepared)"
+        rows = (
+            f"{self.rows_before:,} -> {self.rows_after:,} rows"
+            if self.rows_after != self.rows_before
+            else f"{self.rows_after:,} rows (unchanged)"
+        )
+        return (
+            f"added {added}; {REASONING_TOKEN} = {self.reasoning_id}; tokenizer {self.tokenizer_size:,} "
+            f"tokens; embeddings {rows}; eos {self.eos_ids}; saved to {self.out}"
+        )
+
+
+def single_id(tokenizer: Any, token: str) -> int | None:
+    """The id of ``token`` if it encodes as exactly one token (i.e. it is in the vocabulary)."""
+    ids = tokenizer(token, add_special_tokens=False)["input_ids"]
+    return int(ids[0]) if len(ids) == 1 else None
+
+
+def check_output_dir(out: Path, overwrite: bool, *, what: str = "output directory") -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not overwrite:
+            raise UserError(f"{what} {out} already exists; pass --overwrite to replace it")
+        if out.is_dir():
+            shutil.rmtree(out)
+        else:
+            out.unlink()
+
+
+def _validate_base(base: str, gguf_file: str | None) -> tuple[str, bool]:
+    path = Path(base).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise UserError(f"base model {base} is a file; pass the checkpoint directory")
+        if gguf_file:
+            if not (path / gguf_file).is_file():
+                raise UserError(f"GGUF file {gguf_file} not found in {base}")
+            return str(path), True
+        if not (path / "config.json").is_file():
+            raise UserError(f"{base} is not a model directory (no config.json in it)")
+        if not any((path / name).is_file() for name in TOKENIZER_FILES):
+            raise UserError(f"{base} has no tokenizer (none of {', '.join(TOKENIZER_FILES[:3])}, ...)")
+        return str(path), True
+    if base.startswith(("/", ".", "~")) or base.count("/") > 1:
+        raise UserError(f"base model not found: {base}")
+    return base, False  # a hub id: loaded from the local cache when offline
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip() or type(err).__name__
+    return text.splitlines()[0]
+
+
+def load_base(base: str, *, gguf_file: str | None = None, trust_remote_code: bool = False,
+              log: Log = print) -> tuple[Any, Any]:  # fmt: skip
+    """Model and tokenizer of ``base`` (a directory or hub id), with one-line errors."""
+    source, is_local = _validate_base(base, gguf_file)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if is_local or os.environ.get("HF_HUB_OFFLINE") == "1":
+        kwargs["local_files_only"] = True
+    if gguf_file:
+        kwargs["gguf_file"] = gguf_file
+    log(f"loading tokenizer from {source}")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise UserError(f"no usable tokenizer in {source}: {_first_line(err)}") from None
+    log(f"loading model from {source}" + (f" ({gguf_file})" if gguf_file else ""))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, dtype="auto", **kwargs)
+    except ImportError as err:
+        raise UserError(f"cannot load {source}: {_first_line(err)}") from None
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        raise UserError(f"cannot load the model in {source}: {_first_line(err)}") from None
+    if gguf_file:
+        model = _saveable_copy(model)
+    return model, tokenizer
+
+
+def _saveable_copy(model: Any) -> Any:
+    """A GGUF-loaded model refuses ``save_pretrained``; the same weights in a ``from_config`` model don't."""
+    from transformers import AutoModelForCausalLM
+
+    config = model.config
+    for attr in ("gguf_file", "_gguf_file"):
+        if hasattr(config, attr):
+            delattr(config, attr)
+    dtype = next(model.parameters()).dtype
+    fresh = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    state = model.state_dict()
+    missing, unexpected = fresh.load_state_dict(state, strict=False)
+    tied = set(getattr(fresh, "_tied_weights_keys", None) or {})
+    missing = [k for k in missing if k not in tied and not k.endswith("lm_head.weight")]
+    if missing or unexpected:
+        raise UserError(
+            f"the GGUF weights do not fit the model built from its config "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    if getattr(config, "tie_word_embeddings", False):
+        fresh.tie_weights()
+    fresh.generation_config = model.generation_config
+    return fresh
+
+
+def add_protocol_tokens(tokenizer: Any, *, add_chatml: bool, source: str) -> tuple[list[str], list[str]]:
+    """Add what is missing: ``<|reasoning|>`` always, the ChatML tokens only with ``add_chatml``.
+
+    Returns ``(added, marked)``: tokens new to the vocabulary, and tokens already in it that are now
+    listed as special (so ``skip_special_tokens`` hides them and transformers 5 keeps them special).
+    """
+    missing_chatml = [t for t in (IM_START, IM_END) if single_id(tokenizer, t) is None]
+    if missing_chatml and not add_chatml:
+        raise UserError(
+            f"the tokenizer of {source} has no {' / '.join(missing_chatml)} token: it is not a ChatML "
+            "model; pass --add-chatml to add the ChatML tokens (the model must then learn them)"
+        )
+    special = set(tokenizer.all_special_tokens)
+    added, marked = [], []
+    for token in (IM_START, IM_END, REASONING_TOKEN):
+        if single_id(tokenizer, token) is None:
+            added.append(token)
+        elif token not in special:
+            marked.append(token)
+    if added or marked:
+        tokenizer.add_special_tokens(
+            {"additional_special_tokens": added + marked}, replace_extra_special_tokens=False
+        )
+    for token in (IM_START, IM_END, REASONING_TOKEN):
+        if single_id(tokenizer, token) is None:  # pragma: no cover - a tokenizer that ignores additions
+            raise UserError(f"the tokenizer of {source} would not take {token} as one token")
+    return added, marked
+
+
+def stop_ids(tokenizer: Any) -> list[int]:
+    """``<|im_end|>`` first, then ``<|endoftext|>`` (or the tokenizer's own eos where it has none)."""
+    ids = [single_id(tokenizer, IM_END), single_id(tokenizer, END_OF_TEXT), tokenizer.eos_token_id]
+    return list(dict.fromkeys(int(i) for i in ids if i is not None))
+
+
+def grow_embeddings(model: Any, tokenizer: Any, new_ids: list[int]) -> tuple[int, int, list[int]]:
+    """Make room for every token id; never shrink. Returns ``(rows_before, rows_after, mean_rows)``.
+
+    Rows created by ``resize_token_embeddings`` are mean-initialised by transformers. New ids that land
+    on rows the checkpoint already had (Qwen2.5's padding rows) get the same treatment here: the mean of
+    the rows of the tokens that existed before.
+    """
+    import torch
+
+    rows_before = model.get_input_embeddings().weight.shape[0]
+    needed = len(tokenizer)
+    if needed > rows_before:
+        model.resize_token_embeddings(needed, mean_resizing=True)
+    rows_after = model.get_input_embeddings().weight.shape[0]
+    existing = [i for i in new_ids if i < rows_before]
+    if existing:
+        known = min(new_ids)  # tokens below the first new id are the ones the model knows
+        with torch.no_grad():
+            matrices = [model.get_input_embeddings().weight]
+            output = model.get_output_embeddings()
+            if output is not None and output.weight.data_ptr() != matrices[0].data_ptr():
+                matrices.append(output.weight)
+            for weight in matrices:
+                mean = weight[:known].float().mean(dim=0).to(weight.dtype)
+                for i in existing:
+                    weight[i] = mean
+    if getattr(model.config, "vocab_size", rows_after) < rows_after:
+        model.config.vocab_size = rows_after
+    return rows_before, rows_after, existing
+
+
+def prepare_model(
+    base: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    gguf_file: str | None = None,
+    add_chatml: bool = False,
+    overwrite: bool = False,
+    save_dtype: str = "auto",
+    trust_remote_code: bool = False,
+    log: Log = print,
+) -> PrepareReport:
+    """Load ``base``, add the protocol tokens, grow the embeddings, set the stop tokens, save to ``out``."""
+    base_text, out_path = os.fspath(base), Path(out).expanduser()
+    if save_dtype not in _SAVE_DTYPES:
+        raise UserError(f"unknown dtype {save_dtype!r} (choose from {', '.join(_SAVE_DTYPES)})")
+    base_path = Path(base_text).expanduser()
+    if base_path.exists() and out_path.exists() and base_path.resolve() == out_path.resolve():
+        raise UserError("the output directory must differ from the base model's")
+    _validate_base(base_text, gguf_file)
+    check_output_dir(out_path, overwrite)
+
+    model, tokenizer = load_base(base_text, gguf_file=gguf_file,
+                                 trust_remote_code=trust_remote_code, log=log)  # fmt: skip
+    ids_before = {t: single_id(tokenizer, t) for t in (IM_START, IM_END)}
+    added, marked = add_protocol_tokens(tokenizer, add_chatml=add_chatml, source=base_text)
+    if any(ids_before[t] is not None and single_id(tokenizer, t) != ids_before[t] for t in ids_before):
+        raise UserError("marking the ChatML tokens special changed their ids")  # pragma: no cover
+    new_ids = [single_id(tokenizer, t) for t in added]
+    rows_before, rows_after, mean_rows = grow_embeddings(model, tokenizer, [i for i in new_ids if i is not None])
+
+    eos = stop_ids(tokenizer)
+    model.generation_config.eos_token_id = eos
+    if model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[-1]
+    if _SAVE_DTYPES[save_dtype]:
+        import torch
+
+        model = model.to(getattr(torch, _SAVE_DTYPES[save_dtype]))
+
+    out_path.mkdir(parents=True, exist_ok=True)
+    log(f"saving to {out_path}")
+    model.save_pretrained(out_path)
+    tokenizer.save_pretrained(out_path)
+    report = PrepareReport(
+        out=out_path,
+        reasoning_id=int(single_id(tokenizer, REASONING_TOKEN)),
+        eos_ids=eos,
+        added_tokens=added,
+        marked_special=marked,
+        rows_before=rows_before,
+        rows_after=rows_after,
+        tokenizer_size=len(tokenizer),
+        mean_initialised=mean_rows,
+    )
+    return report

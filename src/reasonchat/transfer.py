@@ -1,0 +1,131 @@
+"""Conversations to and from files: Markdown to read, JSON to keep or replay, the card's history.
+
+Pure (no torch, no textual). JSON is written in one canonical form, so importing a file in that form
+and exporting it again gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from reasonchat.conversation import Conversation, StageStats, Turn
+from reasonchat.errors import UserError
+from reasonchat.sanitize import sanitize
+
+FORMAT_NAME = "reasonchat.conversation"
+FORMAT_VERSION = 1
+
+# json.dumps escapes C0 controls itself; DEL and C1 pass through raw, and a terminal acts on C1.
+_UNSAFE_FOR_TERMINAL = re.compile("[\x7f-\x9f]")
+
+
+def canonical_json(obj: Any) -> str:
+    """``obj`` as UTF-8-friendly, indented JSON that is still safe to ``cat`` in a terminal."""
+    text = json.dumps(obj, ensure_ascii=False, indent=2) + "\n"
+    # Outside strings JSON is plain ASCII, so these characters can only sit inside a string.
+    return _UNSAFE_FOR_TERMINAL.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def to_json(conv: Conversation) -> str:
+    """The full record: everything needed to reopen or replay the conversation."""
+    return canonical_json(
+        {"format": FORMAT_NAME, "version": FORMAT_VERSION, "conversation": conv.to_dict()}
+    )
+
+
+def to_history_json(conv: Conversation) -> str:
+    """The model card's ``history`` list: ``[{"role": ..., "content": ...}, ...]``."""
+    return canonical_json(conv.history())
+
+
+def to_markdown(conv: Conversation) -> str:
+    """A human-readable transcript; all text is sanitized for the terminal."""
+    lines = [f"# {_one_line(conv.title) or '(untitled)'}", ""]
+    lines += [f"- id: `{conv.id}`", f"- created: {conv.created}", f"- updated: {conv.updated}"]
+    if conv.model:
+        lines.append(f"- model: `{_one_line(conv.model)}`")
+    lines.append("")
+    if conv.system_prompt is not None:
+        lines += ["## System prompt", "", sanitize(conv.system_prompt), ""]
+    for number, turn in enumerate(conv.turns, start=1):
+        lines += _turn_markdown(number, turn)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _turn_markdown(number: int, turn: Turn) -> list[str]:
+    lines = [f"## Turn {number}", "", "**User**", "", sanitize(turn.user), ""]
+    if turn.reasoning is not None:
+        lines += ["**Reasoning**", ""]
+        lines += [f"> {line}".rstrip() for line in sanitize(turn.reasoning).split("\n")]
+        lines += [""] + _stop_note("Reasoning", turn.reasoning_stats)
+    if turn.answer is not None:
+        lines += ["**Answer**", "", sanitize(turn.answer), ""]
+        lines += _stop_note("Answer", turn.answer_stats)
+    return lines
+
+
+def _stop_note(stage: str, stats: StageStats | None) -> list[str]:
+    if stats is None or stats.stop_reason in (None, "eos"):
+        return []
+    note = f"*{stage} stopped: {stats.stop_reason}"
+    if stats.error:
+        note += f" ({_one_line(stats.error)})"
+    return [note + "*", ""]
+
+
+def _one_line(text: str) -> str:
+    return " ".join(sanitize(text).split())
+
+
+# --- import --------------------------------------------------------------------------------------
+
+
+def load_file(path: str | Path) -> Conversation:
+    """Read a card-style history list or our JSON export; ``UserError`` (one line) if unusable."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot read ({err.strerror})") from None
+    return load_bytes(data, str(path))
+
+
+def load_bytes(data: bytes, source: str) -> Conversation:
+    """Parse file contents; ``source`` names the input in error messages."""
+    try:
+        # utf-8-sig: a byte-order mark from a Windows editor is not an error.
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise UserError(f"{source}: not UTF-8 text (byte {err.start})") from None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UserError(f"{source}:{err.lineno}:{err.colno}: invalid JSON: {err.msg}") from None
+    try:
+        conv = _conversation_from(obj)
+    except (ValueError, TypeError) as err:
+        raise UserError(f"{source}: {err}") from None
+    if not conv.turns:
+        raise UserError(f"{source}: no user message to import")
+    return conv
+
+
+def _conversation_from(obj: Any) -> Conversation:
+    if isinstance(obj, list):
+        return Conversation.from_history(obj)
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT_NAME:
+        raise ValueError(
+            f"not a history list or a {FORMAT_NAME} export (expected a list of role/content"
+            f' messages, or an object with "format": "{FORMAT_NAME}")'
+        )
+    if obj.get("version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{FORMAT_NAME} version {obj.get('version')!r} is not supported"
+            f" (this reasonchat reads version {FORMAT_VERSION})"
+        )
+    return Conversation.from_dict(obj.get("conversation"))

@@ -1,0 +1,203 @@
+"""``prepare-model`` on a tiny random Qwen2 and on the real Qwen2.5 tokenizer (151,936-row matrix)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from reasonchat.errors import UserError
+from reasonchat.template import END_OF_TEXT, IM_END, IM_START, REASONING_TOKEN
+from tests.helpers.qwen import QWEN25_VOCAB_SIZE
+
+
+def make_tiny_base(tokenizer_or_dir, out: Path, vocab_size: int | None = None, hidden: int = 16) -> Path:
+    """A random tiny Qwen2 saved with the given tokenizer (a directory or a tokenizer object)."""
+    import torch
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    tokenizer = (
+        AutoTokenizer.from_pretrained(tokenizer_or_dir)
+        if isinstance(tokenizer_or_dir, (str, Path))
+        else tokenizer_or_dir
+    )
+    torch.manual_seed(0)
+    config = Qwen2Config(
+        vocab_size=vocab_size or len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(out)
+    Qwen2ForCausalLM(config).save_pretrained(out)
+    return out
+
+
+def small_tokenizer(chatml: bool = True):
+    """A 300-token byte-level BPE (Qwen2 rules), with or without the ChatML tokens."""
+    from reasonchat.training.demo import tokenizer_corpus, train_tokenizer
+
+    tokenizer = train_tokenizer(tokenizer_corpus(random.Random(0), dialogs=200), vocab_size=300)
+    if chatml:
+        return tokenizer
+    # The same merges without <|im_start|>/<|im_end|>: rebuild from vocab and merges.
+    from transformers import Qwen2Tokenizer
+
+    state = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
+    vocab = {k: v for k, v in state["vocab"].items() if k not in (IM_START, IM_END)}
+    vocab = {k: i for i, k in enumerate(sorted(vocab, key=vocab.get))}
+    return Qwen2Tokenizer(vocab=vocab, merges=[tuple(m) for m in state["merges"]])
+
+
+def weights(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(path / "model.safetensors")
+
+
+def run_prepare(base: Path, out: Path, **kwargs):
+    from reasonchat.training.prepare import prepare_model
+
+    return prepare_model(base, out, log=lambda m: None, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def qwen_base(qwen_tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_base(
+        qwen_tokenizer_dir, tmp_path_factory.mktemp("qwen-base"), vocab_size=QWEN25_VOCAB_SIZE, hidden=8
+    )
+
+
+def test_qwen25_gets_reasoning_151665_without_shrinking(qwen_base: Path, tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    report = run_prepare(qwen_base, tmp_path / "prepared")
+    assert report.added_tokens == [REASONING_TOKEN]
+    # the fixture (like some exports) has the ChatML tokens special but not listed: now they are
+    assert report.marked_special == [IM_START, IM_END]
+    assert report.reasoning_id == 151665
+    assert report.rows_before == report.rows_after == QWEN25_VOCAB_SIZE
+    assert report.tokenizer_size == 151666
+    assert report.eos_ids == [151645, 151643]
+    assert report.mean_initialised == [151665]
+
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "prepared")
+    assert tokenizer(REASONING_TOKEN, add_special_tokens=False)["input_ids"] == [151665]
+    assert tokenizer.decode([151665], skip_special_tokens=True) == ""
+    for token in (IM_START, IM_END, REASONING_TOKEN):
+        assert token in tokenizer.all_special_tokens
+    assert tokenizer.convert_tokens_to_ids([IM_START, IM_END, END_OF_TEXT]) == [151644, 151645, 151643]
+    assert tokenizer.decode(tokenizer("<|im_start|>user\nhi<|im_end|>")["input_ids"], skip_special_tokens=True) == "user\nhi"
+    config = json.loads((tmp_path / "prepared" / "config.json").read_text())
+    assert config["vocab_size"] == QWEN25_VOCAB_SIZE
+    generation = json.loads((tmp_path / "prepared" / "generation_config.json").read_text())
+    assert generation["eos_token_id"] == [151645, 151643]
+
+    before, after = weights(qwen_base), weights(tmp_path / "prepared")
+    embed = "model.embed_tokens.weight"
+    assert after[embed].shape == before[embed].shape
+    mean = before[embed][:151665].float().mean(dim=0)
+    assert after[embed][151665].float().allclose(mean, atol=1e-6)
+    # every other row is untouched
+    assert after[embed][:151665].equal(before[embed][:151665])
+    assert after[embed][151666:].equal(before[embed][151666:])
+
+
+def test_qwen25_prepare_is_idempotent_and_engine_loads_it(qwen_base: Path, tmp_path: Path) -> None:
+    from reasonchat.engine.loading import load_model
+
+    first = run_prepare(qwen_base, tmp_path / "once")
+    second = run_prepare(tmp_path / "once", tmp_path / "twice")
+    assert second.added_tokens == [] and not second.changed
+    assert second.reasoning_id == first.reasoning_id == 151665
+    assert second.rows_after == QWEN25_VOCAB_SIZE
+    once, twice = weights(tmp_path / "once"), weights(tmp_path / "twice")
+    assert once.keys() == twice.keys()
+    assert all(once[k].equal(twice[k]) for k in once)
+    assert json.loads((tmp_path / "once" / "tokenizer.json").read_text())["added_tokens"] == json.loads(
+        (tmp_path / "twice" / "tokenizer.json").read_text()
+    )["added_tokens"]
+
+    loaded = load_model(tmp_path / "twice", device="cpu")
+    assert loaded.reasoning_id == 151665
+    assert loaded.eos_ids[:2] == [151645, 151643]
+
+
+def test_tiny_model_grows_by_one_mean_row(tmp_path: Path) -> None:
+    tokenizer = small_tokenizer()
+    base = make_tiny_base(tokenizer, tmp_path / "base")
+    report = run_prepare(base, tmp_path / "out")
+    assert report.added_tokens == [REASONING_TOKEN]
+    assert report.reasoning_id == len(tokenizer) == report.rows_before
+    assert report.rows_after == report.rows_before + 1
+    assert report.eos_ids == [tokenizer.convert_tokens_to_ids(IM_END), tokenizer.convert_tokens_to_ids(END_OF_TEXT)]
+    before, after = weights(base), weights(tmp_path / "out")
+    embed = "model.embed_tokens.weight"
+    assert after[embed][:-1].equal(before[embed])
+    # mean_resizing: the new row is drawn around the mean of the old rows, close to it
+    distance = (after[embed][-1] - before[embed].mean(dim=0)).norm()
+    assert distance < before[embed].norm(dim=1).mean()
+    again = run_prepare(tmp_path / "out", tmp_path / "again")
+    assert not again.changed and again.rows_after == report.rows_after
+
+
+def test_tokenizer_without_chatml_needs_add_chatml(tmp_path: Path) -> None:
+    base = make_tiny_base(small_tokenizer(chatml=False), tmp_path / "base")
+    with pytest.raises(UserError, match="--add-chatml"):
+        run_prepare(base, tmp_path / "out")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    report = run_prepare(base, tmp_path / "out", add_chatml=True, overwrite=True)
+    assert report.added_tokens == [IM_START, IM_END, REASONING_TOKEN]
+    assert report.rows_after == report.rows_before + 3
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "out")
+    for token in (IM_START, IM_END, REASONING_TOKEN):
+        assert len(tokenizer(token, add_special_tokens=False)["input_ids"]) == 1
+        assert token in tokenizer.all_special_tokens
+
+
+def test_bad_inputs(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="not found"):
+        run_prepare(tmp_path / "missing", tmp_path / "out")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no config.json"):
+        run_prepare(tmp_path / "empty", tmp_path / "out")
+    base = make_tiny_base(small_tokenizer(), tmp_path / "base")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (base / name).rename(tmp_path / name)
+    with pytest.raises(UserError, match="has no tokenizer"):
+        run_prepare(base, tmp_path / "out")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (tmp_path / name).rename(base / name)
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "file").write_text("x")
+    with pytest.raises(UserError, match="--overwrite"):
+        run_prepare(base, tmp_path / "taken")
+    assert (tmp_path / "taken" / "file").exists()
+    with pytest.raises(UserError, match="must differ"):
+        run_prepare(base, base, overwrite=True)
+    with pytest.raises(UserError, match="GGUF file"):
+        run_prepare(base, tmp_path / "out", gguf_file="model.gguf")
+
+
+def test_cli_prepare_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from reasonchat.cli import training_commands
+
+    base = make_tiny_base(small_tokenizer(), tmp_path / "base")
+    parser = argparse.ArgumentParser()
+    training_commands.register(parser.add_subparsers())
+    args = parser.parse_args(["prepare-model", str(base), str(tmp_path / "out")])
+    assert args.func(args) == 0
+    assert "added <|reasoning|>" in capsys.readouterr().out
+    args = parser.parse_args(["prepare-model", str(base), str(tmp_path / "out")])
+    with pytest.raises(UserError, match="already exists"):
+        args.func(args)
