@@ -28,15 +28,12 @@ TRAINED = {REASONING_ROLE, ASSISTANT_ROLE}
 @pytest.fixture(scope="module")
 def qwen_prepared(qwen_tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     """The real Qwen2.5 tokenizer after prepare-model (a tiny model with Qwen2.5's 151,936 rows)."""
-    from tests.test_prepare_model import make_tiny_base
-
-    from reasonchat.training.prepare import prepare_model
     from transformers import AutoTokenizer
 
-    root = tmp_path_factory.mktemp("qwen-masks")
-    base = make_tiny_base(qwen_tokenizer_dir, root / "base", vocab_size=151936, hidden=8)
-    prepare_model(base, root / "prepared", log=lambda m: None)
-    return AutoTokenizer.from_pretrained(root / "prepared")
+    from tests.test_prepare_model import prepared_qwen
+
+    _, prepared, _ = prepared_qwen(qwen_tokenizer_dir, tmp_path_factory)
+    return AutoTokenizer.from_pretrained(prepared)
 
 
 @pytest.fixture(scope="module")

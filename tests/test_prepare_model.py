@@ -69,17 +69,29 @@ def run_prepare(base: Path, out: Path, **kwargs):
     return prepare_model(base, out, log=lambda m: None, **kwargs)
 
 
-@pytest.fixture(scope="module")
-def qwen_base(qwen_tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_base(
-        qwen_tokenizer_dir, tmp_path_factory.mktemp("qwen-base"), vocab_size=QWEN25_VOCAB_SIZE, hidden=8
-    )
+_QWEN: dict[str, object] = {}
 
 
-def test_qwen25_gets_reasoning_151665_without_shrinking(qwen_base: Path, tmp_path: Path) -> None:
+def prepared_qwen(qwen_tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """``(base dir, prepared dir, report)`` for a tiny model with Qwen2.5's tokenizer and 151,936 rows,
+    made once per session (test_masks uses it too)."""
+    if not _QWEN:
+        root = tmp_path_factory.mktemp("qwen-prepared")
+        base = make_tiny_base(qwen_tokenizer_dir, root / "base", vocab_size=QWEN25_VOCAB_SIZE, hidden=8)
+        _QWEN.update(base=base, prepared=root / "prepared")
+        _QWEN["report"] = run_prepare(base, root / "prepared")
+    return _QWEN["base"], _QWEN["prepared"], _QWEN["report"]
+
+
+@pytest.fixture
+def qwen_prepared(qwen_tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    return prepared_qwen(qwen_tokenizer_dir, tmp_path_factory)
+
+
+def test_qwen25_gets_reasoning_151665_without_shrinking(qwen_prepared) -> None:
     from transformers import AutoTokenizer
 
-    report = run_prepare(qwen_base, tmp_path / "prepared")
+    qwen_base, prepared, report = qwen_prepared
     assert report.added_tokens == [REASONING_TOKEN]
     # the fixture (like some exports) has the ChatML tokens special but not listed: now they are
     assert report.marked_special == [IM_START, IM_END]
@@ -89,19 +101,19 @@ def test_qwen25_gets_reasoning_151665_without_shrinking(qwen_base: Path, tmp_pat
     assert report.eos_ids == [151645, 151643]
     assert report.mean_initialised == [151665]
 
-    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "prepared")
+    tokenizer = AutoTokenizer.from_pretrained(prepared)
     assert tokenizer(REASONING_TOKEN, add_special_tokens=False)["input_ids"] == [151665]
     assert tokenizer.decode([151665], skip_special_tokens=True) == ""
     for token in (IM_START, IM_END, REASONING_TOKEN):
         assert token in tokenizer.all_special_tokens
     assert tokenizer.convert_tokens_to_ids([IM_START, IM_END, END_OF_TEXT]) == [151644, 151645, 151643]
     assert tokenizer.decode(tokenizer("<|im_start|>user\nhi<|im_end|>")["input_ids"], skip_special_tokens=True) == "user\nhi"
-    config = json.loads((tmp_path / "prepared" / "config.json").read_text())
+    config = json.loads((prepared / "config.json").read_text())
     assert config["vocab_size"] == QWEN25_VOCAB_SIZE
-    generation = json.loads((tmp_path / "prepared" / "generation_config.json").read_text())
+    generation = json.loads((prepared / "generation_config.json").read_text())
     assert generation["eos_token_id"] == [151645, 151643]
 
-    before, after = weights(qwen_base), weights(tmp_path / "prepared")
+    before, after = weights(qwen_base), weights(prepared)
     embed = "model.embed_tokens.weight"
     assert after[embed].shape == before[embed].shape
     mean = before[embed][:151665].float().mean(dim=0)
@@ -111,18 +123,18 @@ def test_qwen25_gets_reasoning_151665_without_shrinking(qwen_base: Path, tmp_pat
     assert after[embed][151666:].equal(before[embed][151666:])
 
 
-def test_qwen25_prepare_is_idempotent_and_engine_loads_it(qwen_base: Path, tmp_path: Path) -> None:
+def test_qwen25_prepare_is_idempotent_and_engine_loads_it(qwen_prepared, tmp_path: Path) -> None:
     from reasonchat.engine.loading import load_model
 
-    first = run_prepare(qwen_base, tmp_path / "once")
-    second = run_prepare(tmp_path / "once", tmp_path / "twice")
-    assert second.added_tokens == [] and not second.changed
+    _, once_dir, first = qwen_prepared
+    second = run_prepare(once_dir, tmp_path / "twice")
+    assert second.added_tokens == [] and second.marked_special == [] and not second.changed
     assert second.reasoning_id == first.reasoning_id == 151665
     assert second.rows_after == QWEN25_VOCAB_SIZE
-    once, twice = weights(tmp_path / "once"), weights(tmp_path / "twice")
+    once, twice = weights(once_dir), weights(tmp_path / "twice")
     assert once.keys() == twice.keys()
     assert all(once[k].equal(twice[k]) for k in once)
-    assert json.loads((tmp_path / "once" / "tokenizer.json").read_text())["added_tokens"] == json.loads(
+    assert json.loads((once_dir / "tokenizer.json").read_text())["added_tokens"] == json.loads(
         (tmp_path / "twice" / "tokenizer.json").read_text()
     )["added_tokens"]
 

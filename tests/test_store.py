@@ -540,3 +540,14 @@ def test_a_failed_migration_changes_nothing(
         Store(path)
     assert user_version(path) == SCHEMA_VERSION
     assert "pinned" not in columns(path)
+
+
+def test_a_damaged_stats_column_is_a_store_error_naming_the_file(isolated_dirs: Path) -> None:
+    with Store.open() as store:
+        conv = rich_conversation()
+        store.save(conv)
+    with closing(sqlite3.connect(database(isolated_dirs))) as conn, conn:
+        conn.execute("UPDATE turns SET reasoning_stats = '{\"new_tokens\": \"many\"}' WHERE idx = 0")
+    with Store.open() as store, pytest.raises(StoreError, match="conversations.db") as info:
+        store.get(conv.id)
+    assert "damaged" in str(info.value) and "\n" not in str(info.value)

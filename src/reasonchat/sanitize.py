@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import re
 
-# Order matters: whole sequences first, so their parameters do not survive as visible junk.
+# Order matters: whole sequences first, so their parameters do not survive as visible junk. An
+# unterminated string sequence ends at the line's end: its payload never holds a newline, and
+# swallowing the rest of a model's answer would lose text.
 _SEQUENCES = re.compile(
     r"""
-      \x1b\][^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?      # OSC ... (BEL | ST), or unterminated
-    | \x9d[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?        # 8-bit OSC
-    | \x1b[PX^_][^\x1b\x9c]*(?:\x1b\\|\x9c)?           # DCS, SOS, PM, APC strings
-    | [\x90\x98\x9e\x9f][^\x1b\x9c]*(?:\x1b\\|\x9c)?   # their 8-bit forms
+      \x1b\][^\x07\x1b\x9c\n]*(?:\x07|\x1b\\|\x9c)?    # OSC ... (BEL | ST), or unterminated
+    | \x9d[^\x07\x1b\x9c\n]*(?:\x07|\x1b\\|\x9c)?      # 8-bit OSC
+    | \x1b[PX^_][^\x1b\x9c\n]*(?:\x1b\\|\x9c)?         # DCS, SOS, PM, APC strings
+    | [\x90\x98\x9e\x9f][^\x1b\x9c\n]*(?:\x1b\\|\x9c)? # their 8-bit forms
     | \x1b\[[0-?]*[ -/]*[@-~]?                         # CSI (7-bit)
     | \x9b[0-?]*[ -/]*[@-~]?                           # CSI (8-bit)
     | \x1b[ -/]*[0-~]?                                 # other ESC sequences, or a bare ESC

@@ -213,6 +213,10 @@ class Store:
                 (conv_id,),
             ).fetchall()
         conv_id, title, created, updated, model, system_prompt = row
+        try:
+            parsed = [_turn_from_row(t) for t in turns]
+        except ValueError as err:  # a damaged stats column (json.JSONDecodeError is a ValueError)
+            raise StoreError(f"{self.path}: conversation {conv_id} has a damaged turn ({err})") from None
         return Conversation(
             id=conv_id,
             title=title,
@@ -220,7 +224,7 @@ class Store:
             updated=updated,
             model=model,
             system_prompt=system_prompt,
-            turns=[_turn_from_row(t) for t in turns],
+            turns=parsed,
         )
 
     def resolve(self, id_or_prefix: str) -> str:

@@ -17,7 +17,13 @@ from reasonchat.sanitize import sanitize
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from reasonchat.cli import ask_command, bench_command, reserved_commands, store_commands
+    from reasonchat.cli import (
+        ask_command,
+        bench_command,
+        reserved_commands,
+        store_commands,
+        training_commands,
+    )
 
     parser = argparse.ArgumentParser(
         prog="reasonchat",
@@ -33,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     store_commands.register(subparsers)
     ask_command.register(subparsers)
     bench_command.register(subparsers)
+    training_commands.register(subparsers)
     reserved_commands.register(subparsers)
     return parser
 

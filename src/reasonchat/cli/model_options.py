@@ -61,10 +61,8 @@ def generation_settings(args: argparse.Namespace) -> GenerationSettings:
 def model_path(args: argparse.Namespace) -> str:
     if args.model:
         return args.model
-    try:
-        from reasonchat.demo_model import model_dir
-    except ImportError:
-        raise UserError("no model given: pass --model PATH (a checkpoint with <|reasoning|>)") from None
+    from reasonchat.demo_model import model_dir
+
     return str(model_dir())
 
 

@@ -71,9 +71,27 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 
+def _has_tokenizer_files(directory: Path) -> bool:
+    # transformers 5 builds an *empty* tokenizer from a directory without any: it "loads", and the
+    # ChatML check below would then blame the model for not being ChatML.
+    for path in directory.iterdir():
+        name = path.name
+        if name in ("tokenizer.json", "tekken.json") or name.startswith("vocab"):
+            return True
+        if path.suffix in (".model", ".tiktoken"):
+            return True
+    return False
+
+
 def load_tokenizer(source: str, *, trust_remote_code: bool = False, local_only: bool = True) -> Any:
     from transformers import AutoTokenizer
 
+    directory = Path(source)
+    if directory.is_dir() and not _has_tokenizer_files(directory):
+        raise ModelLoadError(
+            f"no tokenizer in {source} (no tokenizer.json or vocabulary file); "
+            "save the tokenizer next to the weights (tokenizer.save_pretrained)"
+        )
     try:
         return AutoTokenizer.from_pretrained(
             source, trust_remote_code=trust_remote_code, local_files_only=local_only
