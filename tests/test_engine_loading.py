@@ -163,6 +163,20 @@ def test_reasoning_as_an_ordinary_added_token_is_refused(
     model_dir = replace_tokenizer(byte_random_model_dir, tmp_path / "m", tokenizer)
     message = load_error(model_dir)
     assert "reasonchat prepare-model" in message
+    assert "not a special" in message and "split" not in message
+
+
+def test_reasoning_special_but_not_listed_is_accepted(
+    byte_random_model_dir: Path, tmp_path: Path
+) -> None:
+    # Some exports mark added tokens special without listing them in all_special_tokens: decoding
+    # skips them, so they work, exactly as such <|im_start|>/<|im_end|> tokens do.
+    tokenizer = byte_tokenizer(END_OF_TEXT, IM_START, IM_END, REASONING_TOKEN)
+    model_dir = replace_tokenizer(byte_random_model_dir, tmp_path / "m", tokenizer)
+    loaded = load_model(model_dir)
+    assert REASONING_TOKEN not in loaded.tokenizer.all_special_tokens
+    assert loaded.reasoning_id == 259
+    assert loaded.tokenizer.decode([259], skip_special_tokens=True) == ""
 
 
 def test_reasoning_id_beyond_the_embedding_matrix(byte_tokenizer_dir: Path, tmp_path: Path) -> None:

@@ -213,3 +213,78 @@ def test_cli_prepare_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     args = parser.parse_args(["prepare-model", str(base), str(tmp_path / "out")])
     with pytest.raises(UserError, match="already exists"):
         args.func(args)
+
+
+GGUF_NAMES = {
+    "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
+}  # fmt: skip
+
+
+def write_tiny_gguf(path: Path) -> dict:
+    """A 1-layer Qwen2 with the small tokenizer, written as GGUF (llama.cpp's names); its state dict."""
+    gguf = pytest.importorskip("gguf")
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    tokenizer = small_tokenizer()
+    torch.manual_seed(1)
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
+                         tie_word_embeddings=True)  # fmt: skip
+    model = Qwen2ForCausalLM(config)
+    writer = gguf.GGUFWriter(str(path), "qwen2")
+    writer.add_name("tiny")
+    writer.add_context_length(512)
+    writer.add_embedding_length(32)
+    writer.add_block_count(1)
+    writer.add_feed_forward_length(64)
+    writer.add_head_count(2)
+    writer.add_head_count_kv(1)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_layer_norm_rms_eps(1e-6)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("qwen2")
+    state = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
+    tokens = sorted(state["vocab"], key=state["vocab"].get)
+    writer.add_token_list(tokens)
+    writer.add_token_types([3 if t.startswith("<|") else 1 for t in tokens])
+    writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in state["merges"]])
+    writer.add_eos_token_id(state["vocab"][END_OF_TEXT])
+    writer.add_pad_token_id(state["vocab"][END_OF_TEXT])
+    for name, tensor in model.state_dict().items():
+        if name == "lm_head.weight":
+            continue  # tied
+        if name == "model.embed_tokens.weight":
+            target = "token_embd.weight"
+        elif name == "model.norm.weight":
+            target = "output_norm.weight"
+        else:
+            _, _, layer, *rest = name.split(".")
+            module, kind = ".".join(rest[:-1]), rest[-1]
+            target = f"blk.{layer}.{GGUF_NAMES[module]}.{kind}"
+        writer.add_tensor(target, tensor.detach().float().numpy())
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return model.state_dict()
+
+
+def test_gguf_checkpoint(tmp_path: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    (tmp_path / "gguf").mkdir()
+    original = write_tiny_gguf(tmp_path / "gguf" / "tiny.gguf")
+    report = run_prepare(tmp_path / "gguf", tmp_path / "out", gguf_file="tiny.gguf")
+    assert report.added_tokens == [REASONING_TOKEN] and report.rows_after == report.rows_before + 1
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+    saved = model.state_dict()
+    for name, tensor in original.items():
+        if name.endswith("embed_tokens.weight") or name == "lm_head.weight":
+            assert torch.allclose(saved[name][:-1], tensor)
+        else:
+            assert torch.allclose(saved[name], tensor), name
+    assert model.generation_config.eos_token_id == report.eos_ids

@@ -227,16 +227,19 @@ class Bench:
 
     def decode(self, tokens: int, rounds: int = 3) -> DecodeResult:
         """Tokens/s after the first token: bare ``generate`` vs the engine's stream, same prompt and count."""
+        # The answer stage: an instruct model continues "assistant" at length, whatever its training
+        # on the reasoning role.
         conversation = Conversation(id="bench-decode")
-        conversation.add_turn("Write a long story about a lighthouse keeper and a storm.")
-        prompt = conversation.stage_prompt(0, "reasoning")
+        turn = conversation.add_turn("Write a long story about a lighthouse keeper and a storm.")
+        turn.reasoning = "The user wants a long story. I will write one with a beginning, a middle and an end."
+        prompt = conversation.stage_prompt(0, "answer")
         engine_rates, bare_rates = [], []
         for round_ in range(rounds):
             self.report(f"decode round {round_ + 1}/{rounds}: engine")
             self.backend.reset()
             saved, self.stage_tokens = self.stage_tokens, tokens
             try:
-                _, _, stats = self.engine_stage(conversation, "reasoning")
+                _, _, stats = self.engine_stage(conversation, "answer")
             finally:
                 self.stage_tokens = saved
             n = stats.new_tokens

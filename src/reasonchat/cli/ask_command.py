@@ -13,6 +13,8 @@ from typing import Any
 from reasonchat.cli.model_options import (
     add_generation_arguments,
     add_model_arguments,
+    context_limit,
+    effective_config,
     generation_settings,
     open_backend,
 )
@@ -31,7 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("question", help="the question ('-' reads it from stdin)")
     parser.add_argument("--continue", dest="continue_id", metavar="ID", help="add the turn to a saved conversation")
-    parser.add_argument("--system", metavar="TEXT", help=f"system prompt (default {DEFAULT_SYSTEM_PROMPT!r})")
+    parser.add_argument(
+        "--system", metavar="TEXT", help=f"system prompt (default: the config's, else {DEFAULT_SYSTEM_PROMPT!r})"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument("--no-save", action="store_true", help="do not store the turn")
     add_model_arguments(parser)
@@ -54,7 +58,10 @@ def run(args: argparse.Namespace) -> int:
     from reasonchat.store import Store
 
     question = read_question(args.question)
+    for problem in effective_config(args).problems:
+        print(f"reasonchat: warning: {sanitize(problem)}", file=sys.stderr)
     settings = generation_settings(args)
+    limit = context_limit(args)
     store = None if args.no_save else Store.open(args.data_dir)
     if args.continue_id:
         if store is None:
@@ -66,12 +73,12 @@ def run(args: argparse.Namespace) -> int:
             store.close()
             store = None
     else:
-        conversation = Conversation(system_prompt=args.system if args.system is not None else DEFAULT_SYSTEM_PROMPT)
+        conversation = Conversation(system_prompt=effective_config(args).config.system_prompt)
 
     out = _Output(json_mode=args.json)
     backend = open_backend(args, progress=out.progress)
     session = ChatSession(
-        backend, conversation, store=store, settings=settings, context_limit=args.context_limit
+        backend, conversation, store=store, settings=settings, context_limit=limit
     )
     try:
         with _cancel_on_sigint(session):
@@ -85,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if store is not None:
             store.close()
-    out.finish(conversation, turn, args.context_limit, saved=store is not None)
+    out.finish(conversation, turn, limit, saved=store is not None)
     return code
 
 

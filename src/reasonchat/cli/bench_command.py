@@ -7,6 +7,7 @@ import json
 import sys
 
 from reasonchat.cli.model_options import add_model_arguments, open_backend
+from reasonchat.cli.openai_options import add_backend_arguments, open_openai_backend, selected_backend
 from reasonchat.errors import UserError
 
 
@@ -15,8 +16,10 @@ def _int_list(text: str) -> list[int]:
         values = [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if values == [0]:
+        return []  # decode test only
     if not values or min(values) < 16:
-        raise argparse.ArgumentTypeError("history lengths must be at least 16 tokens")
+        raise argparse.ArgumentTypeError("history lengths must be at least 16 tokens (0: none)")
     return values
 
 
@@ -32,12 +35,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=_int_list,
         default=[1000, 4000, 8000],
         metavar="N,N,...",
-        help="history lengths to measure (default 1000,4000,8000)",
+        help="history lengths to measure (default 1000,4000,8000; 0 skips them)",
     )
     parser.add_argument("--decode-tokens", type=int, default=128, metavar="N", help="0 skips the decode test")
     parser.add_argument("--stage-tokens", type=int, default=32, metavar="N", help="tokens generated per stage")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     add_model_arguments(parser)
+    add_backend_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -46,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
 
     from reasonchat.bench import run_bench
 
+    if selected_backend(args) == "openai":
+        return run_openai(args)
     if args.no_cache_reuse:
         raise UserError("bench compares against the naive loop itself; drop --no-cache-reuse")
     err = Console(stderr=True, highlight=False)
@@ -62,6 +68,32 @@ def run(args: argparse.Namespace) -> int:
         print()
     else:
         print_tables(result)
+    return 0
+
+
+def run_openai(args: argparse.Namespace) -> int:
+    """Over HTTP there is no naive loop to compare with: stage-2 and next-turn TTFT, decode tokens/s."""
+    from rich.console import Console
+
+    from reasonchat.engine.openai_bench import run_http_bench
+
+    err = Console(stderr=True, highlight=False)
+    backend = open_openai_backend(args, progress=lambda m: err.print(f"[dim]{m}…[/dim]"))
+    try:
+        result = run_http_bench(
+            backend,
+            args.history_tokens,
+            decode_tokens=args.decode_tokens,
+            stage_tokens=args.stage_tokens,
+            report=lambda m: err.print(f"[dim]{m}[/dim]"),
+        )
+    finally:
+        backend.close()
+    if args.json:
+        json.dump(result.to_json(), sys.stdout, indent=2)
+        print()
+    else:
+        print("\n".join(result.lines()))
     return 0
 
 

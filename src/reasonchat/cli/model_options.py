@@ -1,13 +1,35 @@
-"""Options shared by every command that talks to a model (ask, chat, bench), and opening the backend."""
+"""Options shared by every command that talks to a model (ask, chat, bench), and opening the backend.
+
+Flags default to ``None`` so that an unset flag falls through to the environment, the config file and
+the defaults (``reasonchat.config``); ``effective_config(args)`` is the merged result.
+"""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
 
+from reasonchat import config
 from reasonchat.engine.protocol import Backend, GenerationSettings
 from reasonchat.errors import UserError
 from reasonchat.template import DEFAULT_CONTEXT_LIMIT, DEFAULT_MAX_NEW_TOKENS
+
+# Namespace attribute -> config key, for the flags that have a config key.
+_FLAG_KEYS = {
+    "model": "model",
+    "device": "device",
+    "dtype": "dtype",
+    "threads": "threads",
+    "max_new_tokens": "max_new_tokens",
+    "context_limit": "context_limit",
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "top_k": "top_k",
+    "repetition_penalty": "repetition_penalty",
+    "seed": "seed",
+    "system": "system_prompt",
+}
+_RESOLVED = "resolved_config"
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,17 +47,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("generation")
     group.add_argument(
-        "--max-new-tokens",
-        type=int,
-        metavar="N",
-        default=DEFAULT_MAX_NEW_TOKENS,
-        help=f"per stage (default {DEFAULT_MAX_NEW_TOKENS})",
+        "--max-new-tokens", type=int, metavar="N", help=f"per stage (default {DEFAULT_MAX_NEW_TOKENS})"
     )
     group.add_argument(
         "--context-limit",
         type=int,
         metavar="N",
-        default=DEFAULT_CONTEXT_LIMIT,
         help=f"prompt + generated tokens (default {DEFAULT_CONTEXT_LIMIT})",
     )
     group.add_argument("--temperature", type=float, help="0 = greedy (default: the checkpoint's config)")
@@ -45,35 +62,54 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--seed", type=int)
 
 
+def effective_config(args: argparse.Namespace) -> config.ResolvedConfig:
+    """Flags > ``REASONCHAT_*`` > config file > defaults, merged once per parsed command line."""
+    resolved = getattr(args, _RESOLVED, None)
+    if resolved is None:
+        flags = {key: getattr(args, attr, None) for attr, key in _FLAG_KEYS.items()}
+        resolved = config.resolve(flags)
+        setattr(args, _RESOLVED, resolved)
+    return resolved
+
+
 def generation_settings(args: argparse.Namespace) -> GenerationSettings:
-    if args.context_limit < 2:
-        raise UserError(f"--context-limit must be at least 2, got {args.context_limit}")
+    cfg = effective_config(args).config
+    if cfg.context_limit < 2:
+        raise UserError(f"--context-limit must be at least 2, got {cfg.context_limit}")
     return GenerationSettings(
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        top_k=args.top_k,
-        repetition_penalty=args.repetition_penalty,
-        seed=args.seed,
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        top_k=cfg.top_k,
+        repetition_penalty=cfg.repetition_penalty,
+        seed=cfg.seed,
     )
 
 
-def model_path(args: argparse.Namespace) -> str:
-    if args.model:
-        return args.model
-    from reasonchat.demo_model import model_dir
+def context_limit(args: argparse.Namespace) -> int:
+    return effective_config(args).config.context_limit
 
+
+def model_path(args: argparse.Namespace) -> str:
+    model = effective_config(args).config.model
+    if model:
+        return model
+    try:
+        from reasonchat.demo_model import model_dir
+    except ImportError:
+        raise UserError("no model given: pass --model PATH (a checkpoint with <|reasoning|>)") from None
     return str(model_dir())
 
 
 def open_backend(args: argparse.Namespace, progress: Callable[[str], None] | None = None) -> Backend:
     from reasonchat.engine.transformers_backend import load_backend
 
+    cfg = effective_config(args).config
     return load_backend(
         model_path(args),
-        device=args.device,
-        dtype=args.dtype,
-        threads=args.threads,
+        device=cfg.device,
+        dtype=cfg.dtype,
+        threads=cfg.threads,
         trust_remote_code=args.trust_remote_code,
         cache_reuse=not args.no_cache_reuse,
         progress=progress,

@@ -115,10 +115,17 @@ def check_tokenizer(tokenizer: Any, source: str) -> tuple[int, list[int]]:
                 "(`reasonchat prepare-model --add-chatml` adds the ChatML tokens)"
             )
     reasoning_id = single_token_id(tokenizer, REASONING_TOKEN)
-    if reasoning_id is None or REASONING_TOKEN not in tokenizer.all_special_tokens:
+    if reasoning_id is None:
         raise ModelLoadError(
             f"the tokenizer in {source} has no {REASONING_TOKEN} special token "
             f"(it would split into ordinary tokens); run `reasonchat prepare-model {source} OUT` first"
+        )
+    # What matters is that decoding skips it. Some exports mark added tokens special without listing
+    # them in ``all_special_tokens``; those work, an ordinary added token would show in the text.
+    if tokenizer.decode([reasoning_id], skip_special_tokens=True) != "":
+        raise ModelLoadError(
+            f"{REASONING_TOKEN} is an ordinary token in the tokenizer in {source}, not a special one "
+            f"(it would show in decoded text); run `reasonchat prepare-model {source} OUT` first"
         )
     eos_ids = [single_token_id(tokenizer, IM_END)]
     end_of_text = single_token_id(tokenizer, END_OF_TEXT)

@@ -171,7 +171,9 @@ class _TransformersStream:
                     break
                 if isinstance(item, _Failure):
                     backend.reset()
-                    raise _as_generation_error(item.error) from item.error
+                    error = _as_generation_error(item.error)
+                    stats.stop_reason, stats.error = "error", str(error)  # stats end with the stage
+                    raise error from item.error
                 last = time.perf_counter()
                 if first is None:
                     first = last

@@ -155,6 +155,11 @@ def _column_digits(n: int, width: int) -> list[int]:
 
 
 def addition_steps(a: int, b: int) -> list[str]:
+    """One line per column: what is left of both numbers, their last digits summed, the partial result.
+
+    ``tens: 289+204: 9+4+1=14 -> 49``: the digits to add are the last ones of the numbers on the same
+    line, so no line needs to count digits across the context (a tiny model does that badly).
+    """
     width = max(len(str(a)), len(str(b)))
     da, db = _column_digits(a, width), _column_digits(b, width)
     lines, partial, carry = [], "", 0
@@ -162,7 +167,7 @@ def addition_steps(a: int, b: int) -> list[str]:
         total = da[i] + db[i] + carry
         expr = f"{da[i]}+{db[i]}" + ("+1" if carry else "")
         partial = str(total % 10) + partial
-        lines.append(f"{PLACES[i]}: {expr}={total} -> {partial}")
+        lines.append(f"{PLACES[i]}: {a // 10**i}+{b // 10**i}: {expr}={total} -> {partial}")
         carry = total // 10
     if carry:
         partial = "1" + partial
@@ -171,19 +176,22 @@ def addition_steps(a: int, b: int) -> list[str]:
 
 
 def subtraction_steps(top: int, bottom: int) -> list[str]:
-    """Columns of ``top - bottom`` with ``top >= bottom``; a borrowed column shows its ``1`` prefix."""
+    """Columns of ``top - bottom`` (``top >= bottom``). A column that goes below zero says so, then
+    borrows: ``ones: 52-17: 2-7<0, 12-7=5 -> 5``; the next column subtracts the borrowed 1."""
     width = len(str(top))
     dt, db = _column_digits(top, width), _column_digits(bottom, width)
     lines, partial, borrow = [], "", 0
     for i in range(width):
-        value = dt[i] - db[i] - borrow
         expr = f"{dt[i]}-{db[i]}" + ("-1" if borrow else "")
-        borrow = 1 if value < 0 else 0
-        if borrow:
+        value = dt[i] - db[i] - borrow
+        if value < 0:
             value += 10
-            expr = "1" + expr
+            expr = f"{expr}<0, 1{expr}"
+            borrow = 1
+        else:
+            borrow = 0
         partial = str(value) + partial
-        lines.append(f"{PLACES[i]}: {expr}={value} -> {partial}")
+        lines.append(f"{PLACES[i]}: {top // 10**i}-{bottom // 10**i}: {expr}={value} -> {partial}")
     return lines
 
 

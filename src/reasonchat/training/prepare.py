@@ -74,6 +74,19 @@ class PrepareReport:
         )
 
 
+def save_tokenizer(tokenizer: Any, out: Path) -> None:
+    """``save_pretrained``, without the loading flags transformers 5 writes back into the config
+    (``local_files_only``, ``is_local``): they describe how we loaded it, not the tokenizer."""
+    import json
+
+    tokenizer.save_pretrained(out)
+    path = Path(out) / "tokenizer_config.json"
+    if path.is_file():
+        config = json.loads(path.read_text(encoding="utf-8"))
+        if any(config.pop(key, None) is not None for key in ("local_files_only", "is_local")):
+            path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 def single_id(tokenizer: Any, token: str) -> int | None:
     """The id of ``token`` if it encodes as exactly one token (i.e. it is in the vocabulary)."""
     ids = tokenizer(token, add_special_tokens=False)["input_ids"]
@@ -275,7 +288,7 @@ def prepare_model(
     out_path.mkdir(parents=True, exist_ok=True)
     log(f"saving to {out_path}")
     model.save_pretrained(out_path)
-    tokenizer.save_pretrained(out_path)
+    save_tokenizer(tokenizer, out_path)
     report = PrepareReport(
         out=out_path,
         reasoning_id=int(single_id(tokenizer, REASONING_TOKEN)),

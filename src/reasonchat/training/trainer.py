@@ -29,7 +29,7 @@ from typing import Any
 
 from reasonchat.errors import UserError
 from reasonchat.training.data import Example, JsonlDataset, batches, collate
-from reasonchat.training.prepare import check_output_dir
+from reasonchat.training.prepare import check_output_dir, save_tokenizer
 
 Log = Callable[[str], None]
 CHECKPOINT_DIR = "checkpoint"
@@ -411,7 +411,7 @@ class Trainer:
         if tmp.exists():
             shutil.rmtree(tmp)
         model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        save_tokenizer(tokenizer, tmp)
         tensors, meta = _optimizer_tensors(optimizer)
         save_file(tensors, tmp / OPTIMIZER_FILE)
         state = {
@@ -452,7 +452,7 @@ class Trainer:
             final = copy.deepcopy(model).to(getattr(torch, name))
         final.config.use_cache = True
         final.save_pretrained(self.out)
-        tokenizer.save_pretrained(self.out)
+        save_tokenizer(tokenizer, self.out)
         model.config.use_cache = False
 
 

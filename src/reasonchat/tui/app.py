@@ -1,0 +1,51 @@
+"""The Textual application: one chat screen, the command palette entries, clipboard over SSH.
+
+Importing this module does not import torch or transformers: the first frame comes first, and the
+model loads in a background thread afterwards (see ``ChatScreen.load_model``).
+"""
+
+from __future__ import annotations
+
+import os
+
+from textual.app import App
+
+from reasonchat.tui.clipboard import osc52, tmux_passthrough
+from reasonchat.tui.commands import ChatCommands
+from reasonchat.tui.options import AppOptions
+from reasonchat.tui.screens.chat import ChatScreen
+
+# Below this many columns the Reasoning and Answer panes are stacked instead of side by side.
+NARROW_BELOW = 100
+
+
+class ReasonchatApp(App[None]):
+    CSS_PATH = "app.tcss"
+    TITLE = "reasonchat"
+    COMMANDS = App.COMMANDS | {ChatCommands}
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (NARROW_BELOW, "-wide")]
+
+    def __init__(self, options: AppOptions) -> None:
+        super().__init__()
+        self.options = options
+
+    def get_default_screen(self) -> ChatScreen:
+        return ChatScreen(self.options)
+
+    def on_mount(self) -> None:
+        theme = self.options.theme
+        if theme and theme in self.available_themes:
+            self.theme = theme
+        elif theme:
+            self.notify(
+                f"Unknown theme {theme!r}; available: {', '.join(sorted(self.available_themes))}",
+                severity="warning",
+                timeout=10,
+            )
+
+    def copy_to_clipboard(self, text: str) -> None:
+        # Textual writes a bare OSC 52, which tmux only forwards with set-clipboard on; the wrapped copy
+        # reaches the outer terminal through passthrough as well.
+        super().copy_to_clipboard(text)
+        if os.environ.get("TMUX") and self._driver is not None:
+            self._driver.write(tmux_passthrough(osc52(text)))

@@ -1,0 +1,66 @@
+"""Messages the background threads post to the chat screen (``post_message`` is thread-safe and never
+waits for the UI, unlike ``call_from_thread``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.message import Message
+
+from reasonchat.conversation import Conversation, Stage
+from reasonchat.engine.protocol import Backend
+
+
+@dataclass
+class ModelLoadProgress(Message):
+    text: str
+
+
+@dataclass
+class ModelLoaded(Message):
+    backend: Backend
+    seconds: float
+
+
+@dataclass
+class ModelLoadFailed(Message):
+    error: str
+
+
+@dataclass
+class TokensProgress(Message):
+    """Live token counts of the running stage. Posted for every token; while the screen is busy, a
+    newer count for the same run and stage supersedes the queued one, so the meter never lags."""
+
+    run_id: int
+    stage: Stage
+    prompt_tokens: int
+    new_tokens: int
+
+    def can_replace(self, message: Message) -> bool:
+        return (
+            isinstance(message, TokensProgress)
+            and message.run_id == self.run_id
+            and message.stage == self.stage
+        )
+
+
+@dataclass
+class NextPromptCounted(Message):
+    """The size the reasoning prompt would have if ``text`` were sent now."""
+
+    text: str
+    tokens: int
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, NextPromptCounted)
+
+
+@dataclass
+class TurnsDropped(Message):
+    """The outcome of "drop the oldest turns until it fits": a shortened copy, or ``None`` when even the
+    message alone does not fit."""
+
+    text: str
+    conversation: Conversation | None
+    dropped: int

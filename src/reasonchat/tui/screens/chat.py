@@ -1,0 +1,487 @@
+"""The chat: what happens when a message is sent, cancelled, regenerated, or does not fit.
+
+One generation at a time. The model loads in the background after the first frame; a message sent
+before it is ready waits and runs as soon as it is. Every run gets an id, so counts and results that
+arrive late from an older run are ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import replace
+from functools import partial
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.widgets import Footer, TextArea
+
+from reasonchat.conversation import Conversation, Turn
+from reasonchat.engine.protocol import Backend, ContextOverflow, GenerationSettings
+from reasonchat.engine.turn import StageFinished, StageStarted, TextChunk
+from reasonchat.sanitize import sanitize
+from reasonchat.session import ChatSession
+from reasonchat.tui import worker
+from reasonchat.tui.context_budget import ContextUsage, drop_oldest_turns, generation_reserve
+from reasonchat.tui.dialogs.error import ErrorDialog
+from reasonchat.tui.dialogs.overflow import OverflowChoice, OverflowDialog
+from reasonchat.tui.dialogs.settings import SettingsDialog
+from reasonchat.tui.messages import (
+    ModelLoaded,
+    ModelLoadFailed,
+    ModelLoadProgress,
+    NextPromptCounted,
+    TokensProgress,
+    TurnsDropped,
+)
+from reasonchat.tui.options import AppOptions
+from reasonchat.tui.screens.history import HistoryStubScreen
+from reasonchat.tui.widgets.composer import Composer
+from reasonchat.tui.widgets.status_bar import ModelStatus, StatusBar
+from reasonchat.tui.widgets.token_meter import TokenMeter
+from reasonchat.tui.widgets.transcript import Transcript
+from reasonchat.tui.widgets.turn_view import TurnView
+
+BUSY_HINT = "Still working on the last message: wait for it, or press Esc to cancel it."
+# Counting the next prompt tokenizes the whole history: wait for a pause in typing.
+COUNT_DELAY_S = 0.15
+# How long quitting waits for a cancelled generation to stop and save its partial turn.
+QUIT_WAIT_S = 10.0
+
+
+class ChatScreen(Screen[None]):
+    # Esc cancels generation even while the reasoning pane is maximised (ctrl+f restores it).
+    ESCAPE_TO_MINIMIZE = False
+    BINDINGS = [
+        Binding("escape", "cancel", "Cancel", id="cancel"),
+        Binding("ctrl+r", "regenerate", "Regen", id="regenerate"),
+        Binding("ctrl+t", "toggle_reasoning", "Reasoning", id="toggle_reasoning"),
+        Binding("ctrl+f", "maximize_reasoning", "Max", id="maximize_reasoning", show=False),
+        Binding("ctrl+n", "new_conversation", "New", id="new_conversation"),
+        Binding("ctrl+o", "open_history", "History", id="open_history"),
+        Binding("f3", "copy_answer", "Copy", id="copy_answer"),
+        Binding("f4", "copy_reasoning", "Copy reasoning", id="copy_reasoning", show=False),
+        Binding("ctrl+g", "settings", "Settings", id="settings"),
+    ]
+
+    busy: reactive[bool] = reactive(False, bindings=True)
+
+    def __init__(self, options: AppOptions) -> None:
+        super().__init__()
+        self.options = options
+        self.store = options.store
+        self.conversation = options.conversation or Conversation(system_prompt=options.system_prompt)
+        self.settings = options.settings
+        self.context_limit = options.context_limit
+        self.backend: Backend | None = None
+        self.session: ChatSession | None = None
+        self.load_failed = False
+        # A message sent before the model was ready; it runs when the model is.
+        self.pending: str | None = None
+        self.run_id = 0
+        self._running_text: str | None = None
+        self._moved_to_transcript: Turn | None = None
+        self._count_timer: Timer | None = None
+        self._run_done: threading.Event | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Transcript(id="transcript")
+        yield TurnView()
+        yield Composer(id="composer")
+        yield StatusBar(self.options.model_label, self.context_limit)
+        # The palette's key is in the composer's placeholder: its footer slot is needed at 80 columns.
+        yield Footer(compact=True, show_command_palette=False)
+
+    @property
+    def turn_view(self) -> TurnView:
+        return self.query_one(TurnView)
+
+    @property
+    def composer(self) -> Composer:
+        return self.query_one(Composer)
+
+    @property
+    def meter(self) -> TokenMeter:
+        return self.query_one(TokenMeter)
+
+    @property
+    def model_status(self) -> ModelStatus:
+        return self.query_one(ModelStatus)
+
+    async def on_mount(self) -> None:
+        await self._show_conversation()
+        self.composer.focus()
+        for notice in self.options.notices:
+            self.notify(sanitize(notice), title="Settings", severity="warning", timeout=15)
+        # After the first frame: the loader imports torch, which takes seconds.
+        self.call_after_refresh(self.load_model)
+
+    async def on_unmount(self) -> None:
+        # Quitting mid-generation cancels it, and waits (briefly: one token) for the partial turn to be
+        # saved as cancelled; the generating thread must not outlive the app either.
+        # (Textual has already cancelled its workers here, which does not stop a thread.)
+        if self.session is None or self._run_done is None:
+            return
+        self.session.cancel()
+        deadline = time.monotonic() + QUIT_WAIT_S
+        while not self._run_done.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
+    # --- the model -----------------------------------------------------------------------------
+
+    def load_model(self) -> None:
+        self.load_failed = False
+        self.model_status.loading()
+        worker.start_loading(self.options.load_backend, self.post_message)
+
+    def on_model_load_progress(self, message: ModelLoadProgress) -> None:
+        self.model_status.progress(message.text)
+
+    async def on_model_loaded(self, message: ModelLoaded) -> None:
+        self.backend = message.backend
+        self.session = self._new_session(self.conversation)
+        self.model_status.ready()
+        if self.pending is not None:
+            text, self.pending = self.pending, None
+            self._run(text)
+        self._recount()
+
+    def on_model_load_failed(self, message: ModelLoadFailed) -> None:
+        self.load_failed = True
+        self.model_status.failed()
+        kept = " Your message is kept and runs once the model has loaded." if self.pending else ""
+        self._show_error("Could not load the model", message.error, f"Retry (ctrl+r) loads it again.{kept}")
+
+    def _new_session(self, conversation: Conversation) -> ChatSession:
+        assert self.backend is not None
+        return ChatSession(
+            self.backend,
+            conversation,
+            store=self.store,
+            settings=self.settings,
+            context_limit=self.context_limit,
+        )
+
+    # --- sending -------------------------------------------------------------------------------
+
+    @on(Composer.Submitted)
+    async def on_composer_submitted(self, message: Composer.Submitted) -> None:
+        await self.send(message.text)
+
+    async def send(self, text: str) -> None:
+        if self.busy:
+            self.notify(BUSY_HINT, severity="warning")
+            return
+        counted = self.meter.next_prompt
+        if counted is not None and counted >= self.context_limit and text == self.composer.text:
+            # Checked before anything runs or moves: a huge paste goes straight to the dialog.
+            self._open_overflow(ContextOverflow("reasoning", counted, self.context_limit), text)
+            return
+        self.composer.clear()
+        await self._begin(text)
+        if self.session is None:
+            self.pending = text
+            self.turn_view.indicator.start("Waiting for the model…")
+            if self.load_failed:
+                self.notify("The model failed to load: ctrl+r tries again.", severity="warning")
+        else:
+            self._run(text)
+
+    async def _begin(self, text: str) -> None:
+        """Show ``text`` as the new current turn; the previous one moves to the transcript."""
+        self.busy = True
+        self._running_text = text
+        self._moved_to_transcript = self.turn_view.turn
+        if self._moved_to_transcript is not None:
+            await self.query_one(Transcript).add(self._moved_to_transcript)
+        await self.turn_view.start(text)
+        self.meter.usage = ContextUsage(self.context_limit)
+
+    async def _undo_begin(self, text: str) -> None:
+        """The message did not run: show the previous turn again and give the text back."""
+        previous, self._moved_to_transcript = self._moved_to_transcript, None
+        if previous is not None:
+            await self.query_one(Transcript).remove_last()
+            await self.turn_view.show_turn(previous)
+        else:
+            await self.turn_view.reset()
+        self.meter.usage = ContextUsage.of_turn(previous, self.context_limit)
+        self.composer.restore(text)
+        self.busy = False
+
+    def _run(self, text: str | None) -> None:
+        """Generate in a thread: ask ``text``, or regenerate the last turn when ``None``."""
+        assert self.session is not None
+        self.busy = True
+        self.run_id += 1
+        pipe = worker.TurnPipe(asyncio.get_running_loop())
+        self.turn_view.indicator.start("Thinking…")
+        self.run_worker(self._show_run(pipe, self.run_id), group="render", exit_on_error=False)
+        self._run_done = threading.Event()
+        self.run_worker(
+            partial(worker.generate, self.session, text, self.run_id, pipe, self.post_message, self._run_done),
+            thread=True,
+            group="generate",
+            exit_on_error=False,
+        )
+
+    async def _show_run(self, pipe: worker.TurnPipe, run_id: int) -> None:
+        view = self.turn_view
+        async for batch in pipe.batches():
+            for item in worker.coalesce(batch):
+                if isinstance(item, StageStarted):
+                    if item.stage == "reasoning":
+                        view.turn = self.conversation.turns[item.turn_index]
+                    else:
+                        view.indicator.stop()
+                    await view.pane(item.stage).begin()
+                elif isinstance(item, TextChunk):
+                    await view.pane(item.stage).write(item.text)
+                elif isinstance(item, StageFinished):
+                    await view.pane(item.stage).finish(item.text, item.stats)
+                else:
+                    await self._finish_run(item, run_id)
+
+    def on_tokens_progress(self, message: TokensProgress) -> None:
+        if message.run_id != self.run_id:
+            return
+        usage = self.meter.usage
+        if message.stage == "reasoning":
+            reasoning = max(usage.reasoning, message.new_tokens)
+            self.meter.usage = replace(usage, prompt=message.prompt_tokens, reasoning=reasoning)
+            self.turn_view.indicator.tokens = reasoning
+        else:
+            self.meter.usage = replace(usage, answer=max(usage.answer, message.new_tokens))
+
+    async def _finish_run(self, ended: worker.TurnEnded, run_id: int) -> None:
+        self.turn_view.indicator.stop()
+        text, self._running_text = self._running_text, None
+        if ended.overflow is not None and ended.overflow.stage == "reasoning" and text is not None:
+            # Nothing was stored: the conversation is as it was before the message.
+            await self._undo_begin(text)
+            self._open_overflow(ended.overflow, text)
+            return
+        self.busy = False
+        self._moved_to_transcript = None
+        turn = self.conversation.turns[-1] if self.conversation.turns else None
+        self.meter.usage = ContextUsage.of_turn(turn, self.context_limit)
+        self._recount()
+        if ended.overflow is not None and turn is not None:
+            # The reasoning was generated and saved; the answer did not fit.
+            self._open_overflow(ended.overflow, turn.user, failed_turn=True)
+        elif ended.error is not None:
+            self._show_error("Something went wrong", ended.error, "Your message is kept: ctrl+r retries.")
+        elif turn is not None:
+            self._report_stops(turn)
+
+    def _report_stops(self, turn: Turn) -> None:
+        for stats in (turn.reasoning_stats, turn.answer_stats):
+            if stats is None:
+                continue
+            if stats.stop_reason == "error":
+                self._show_error(
+                    "Generation failed",
+                    sanitize(stats.error or "generation failed"),
+                    "The partial text is kept and saved; Retry (ctrl+r) regenerates the turn.",
+                )
+                return
+            if stats.stop_reason == "cancelled":
+                self.notify("Cancelled: the partial turn is kept and saved.")
+                return
+
+    # --- overflow ------------------------------------------------------------------------------
+
+    def _open_overflow(self, overflow: ContextOverflow, text: str, failed_turn: bool = False) -> None:
+        def chosen(choice: OverflowChoice | None) -> None:
+            if choice == "new":
+                self.run_worker(self._resend_in(self._fresh_conversation(), text), group="overflow")
+            elif choice == "drop":
+                self._drop_oldest(text, failed_turn)
+            else:
+                self.composer.focus()
+
+        self.app.push_screen(OverflowDialog(overflow), chosen)
+
+    def _fresh_conversation(self) -> Conversation:
+        return Conversation(system_prompt=self.conversation.system_prompt)
+
+    @work(thread=True, group="overflow", exit_on_error=False)
+    def _drop_oldest(self, text: str, failed_turn: bool) -> None:
+        if self.backend is None:
+            return
+        source = self.conversation
+        if failed_turn:  # the turn whose answer did not fit is dropped with the oldest ones
+            source = replace(source, turns=source.turns[:-1])
+        shortened, dropped = drop_oldest_turns(
+            source,
+            text,
+            self.backend.count_tokens,
+            self.context_limit,
+            generation_reserve(self.settings.max_new_tokens, self.context_limit),
+        )
+        self.post_message(TurnsDropped(text, shortened, dropped))
+
+    async def on_turns_dropped(self, message: TurnsDropped) -> None:
+        if message.conversation is None:
+            self.notify(
+                "Even with no earlier turns the message does not fit: shorten it.",
+                severity="error",
+                timeout=10,
+            )
+            self.composer.focus()
+            return
+        if self.store is not None:
+            self.store.save(message.conversation)
+        self.notify(
+            f"Dropped the {message.dropped} oldest turn(s): this continues as a new conversation; "
+            "the full one stays in the history."
+        )
+        await self._resend_in(message.conversation, message.text)
+
+    async def _resend_in(self, conversation: Conversation, text: str) -> None:
+        """Switch to ``conversation`` and send ``text`` there (taking it back from the composer)."""
+        await self._switch_to(conversation)
+        if self.composer.text.startswith(text):
+            self.composer.load_text(self.composer.text[len(text) :].lstrip("\n"))
+        await self.send(text)
+
+    async def _switch_to(self, conversation: Conversation) -> None:
+        self.conversation = conversation
+        if self.backend is not None:
+            self.session = self._new_session(conversation)
+        await self._show_conversation()
+        self._recount()
+
+    async def _show_conversation(self) -> None:
+        turns = self.conversation.turns
+        await self.query_one(Transcript).show(turns[:-1])
+        if turns:
+            await self.turn_view.show_turn(turns[-1])
+        else:
+            await self.turn_view.reset()
+        self.meter.usage = ContextUsage.of_turn(turns[-1] if turns else None, self.context_limit)
+
+    # --- the meter while typing ----------------------------------------------------------------
+
+    @on(TextArea.Changed, "#composer")
+    def _composer_changed(self) -> None:
+        self._schedule_count()
+
+    def _recount(self) -> None:
+        """The history changed: the last count no longer holds."""
+        self.meter.next_prompt = None
+        self._schedule_count()
+
+    def _schedule_count(self) -> None:
+        if self._count_timer is not None:
+            self._count_timer.stop()
+        if not self.composer.text.strip():
+            self.meter.next_prompt = None
+            return
+        self._count_timer = self.set_timer(COUNT_DELAY_S, self._count_next_prompt)
+
+    def _count_next_prompt(self) -> None:
+        if self.session is not None:
+            self._count_in_thread(self.session, self.composer.text)
+
+    @work(thread=True, group="count", exclusive=True, exit_on_error=False)
+    def _count_in_thread(self, session: ChatSession, text: str) -> None:
+        self.post_message(NextPromptCounted(text, session.next_prompt_tokens(text)))
+
+    def on_next_prompt_counted(self, message: NextPromptCounted) -> None:
+        if message.text == self.composer.text:
+            self.meter.next_prompt = message.tokens
+
+    # --- actions -------------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "cancel":
+            return self.busy  # shown in the footer only while there is something to cancel
+        return True
+
+    async def action_cancel(self) -> None:
+        if self.pending is not None:
+            text, self.pending = self.pending, None
+            self.turn_view.indicator.stop()
+            await self._undo_begin(text)
+        elif self.busy and self.session is not None:
+            self.session.cancel()
+
+    async def action_regenerate(self) -> None:
+        if self.load_failed:  # retry loading; a message sent meanwhile is still pending
+            self.load_model()
+        elif self.busy:
+            self.notify(BUSY_HINT, severity="warning")
+        elif self.session is None:
+            self.notify("The model is still loading.", severity="warning")
+        elif not self.conversation.turns:
+            self.notify("Nothing to regenerate yet: send a message first.")
+        else:
+            await self.turn_view.start(self.conversation.turns[-1].user, self.conversation.turns[-1])
+            self.meter.usage = ContextUsage(self.context_limit)
+            self._run(None)
+
+    async def action_new_conversation(self) -> None:
+        if self.busy:
+            self.notify(BUSY_HINT, severity="warning")
+            return
+        await self._switch_to(self._fresh_conversation())
+        self.composer.focus()
+
+    def action_toggle_reasoning(self) -> None:
+        self.turn_view.toggle_reasoning()
+
+    def action_maximize_reasoning(self) -> None:
+        pane = self.turn_view.pane("reasoning")
+        if self.maximized is pane:
+            self.minimize()
+            return
+        if self.turn_view.reasoning_collapsed:
+            self.turn_view.toggle_reasoning()
+        self.maximize(pane, container=False)
+
+    def action_open_history(self) -> None:
+        self.app.push_screen(HistoryStubScreen())
+
+    def action_copy_answer(self) -> None:
+        self._copy("answer")
+
+    def action_copy_reasoning(self) -> None:
+        self._copy("reasoning")
+
+    def _copy(self, stage: str) -> None:
+        turn = self.conversation.turns[-1] if self.conversation.turns else None
+        text = turn.text(stage) if turn is not None else None  # type: ignore[arg-type]
+        if not text:
+            self.notify(f"No {stage} to copy yet.", severity="warning")
+            return
+        self.app.copy_to_clipboard(sanitize(text))
+        self.notify(f"Copied the last {stage} ({len(text):,} characters).")
+
+    def action_settings(self) -> None:
+        def saved(settings: GenerationSettings | None) -> None:
+            if settings is None:
+                return
+            self.settings = settings
+            if self.session is not None:
+                self.session.settings = settings
+            temperature = "default" if settings.temperature is None else settings.temperature
+            self.notify(f"Max {settings.max_new_tokens:,} new tokens per stage, temperature {temperature}.")
+
+        self.app.push_screen(SettingsDialog(self.settings), saved)
+
+    # --- errors --------------------------------------------------------------------------------
+
+    def _show_error(self, title: str, message: str, hint: str) -> None:
+        def closed(retry: bool | None) -> None:
+            if retry:
+                self.run_worker(self.action_regenerate(), group="retry")
+            else:
+                self.composer.focus()
+
+        self.app.push_screen(ErrorDialog(title, message, hint), closed)

@@ -1,0 +1,71 @@
+"""The current turn: the question, the "Thinking…" line, and the Reasoning and Answer panes side by
+side (stacked on a narrow terminal, by the app's breakpoint classes)."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Container, Vertical
+from textual.widgets import Static
+
+from reasonchat.conversation import Stage, Turn
+from reasonchat.sanitize import sanitize
+from reasonchat.tui.widgets.stage_pane import StagePane
+from reasonchat.tui.widgets.thinking import ThinkingIndicator
+
+WELCOME = (
+    "Ask anything. The model reasons first (the Reasoning pane), then answers.\n"
+    "Enter sends · Ctrl+J adds a line · Esc cancels · Ctrl+P lists every command."
+)
+
+
+class TurnView(Vertical):
+    def __init__(self) -> None:
+        super().__init__(id="turn-view", classes="-empty")
+        self.turn: Turn | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static(WELCOME, id="welcome", markup=False)
+        yield Static("", id="question", markup=False)
+        yield ThinkingIndicator(id="thinking")
+        with Container(id="panes"):
+            yield StagePane("reasoning", "Reasoning", id="reasoning-pane")
+            yield StagePane("answer", "Answer", id="answer-pane")
+
+    def pane(self, stage: Stage) -> StagePane:
+        return self.query_one("#reasoning-pane" if stage == "reasoning" else "#answer-pane", StagePane)
+
+    @property
+    def indicator(self) -> ThinkingIndicator:
+        return self.query_one(ThinkingIndicator)
+
+    @property
+    def reasoning_collapsed(self) -> bool:
+        return self.has_class("-reasoning-collapsed")
+
+    def toggle_reasoning(self) -> None:
+        """Collapse the Reasoning pane to a bar above the Answer (which gets the width), or restore it."""
+        self.toggle_class("-reasoning-collapsed")
+        title = "Reasoning (hidden · ctrl+t shows it)" if self.reasoning_collapsed else "Reasoning"
+        self.pane("reasoning").border_title = title
+
+    async def start(self, text: str, turn: Turn | None = None) -> None:
+        """Show ``text`` as the question of a turn about to run; ``turn`` once it exists."""
+        self.turn = turn
+        self.remove_class("-empty")
+        self.query_one("#question", Static).update(f"› {sanitize(text)}")
+        for stage in ("reasoning", "answer"):
+            await self.pane(stage).clear()
+
+    async def show_turn(self, turn: Turn) -> None:
+        """A finished (or saved) turn, whole."""
+        await self.start(turn.user, turn)
+        await self.pane("reasoning").show(sanitize(turn.reasoning or ""), turn.reasoning_stats)
+        await self.pane("answer").show(sanitize(turn.answer or ""), turn.answer_stats)
+
+    async def reset(self) -> None:
+        self.turn = None
+        self.indicator.stop()
+        self.add_class("-empty")
+        self.query_one("#question", Static).update("")
+        for stage in ("reasoning", "answer"):
+            await self.pane(stage).clear()

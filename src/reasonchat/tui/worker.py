@@ -1,0 +1,144 @@
+"""The bridge between the UI loop and the threads that load the model and generate.
+
+Generation runs ``ChatSession.ask``/``retry`` in a thread. Its events reach the UI through a
+``TurnPipe``: ``loop.call_soon_threadsafe`` onto an asyncio queue, which the screen drains in batches
+into ``MarkdownStream.write``. The producer never waits for the UI (a per-token ``call_from_thread``
+blocks it until the UI has painted, which capped absorption at ~130 tokens/s). Token counts go
+separately as ``TokensProgress`` messages, which coalesce while the screen is busy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
+
+from textual.message import Message
+
+from reasonchat.conversation import Stage, Turn
+from reasonchat.engine.protocol import ContextOverflow
+from reasonchat.engine.turn import StageFinished, StageStarted, TextChunk, TurnEvent
+from reasonchat.errors import ReasonchatError
+from reasonchat.sanitize import sanitize
+from reasonchat.session import ChatSession
+from reasonchat.tui.messages import ModelLoaded, ModelLoadFailed, ModelLoadProgress, TokensProgress
+from reasonchat.tui.options import BackendLoader
+
+Post = Callable[[Message], object]
+
+
+@dataclass(frozen=True)
+class TurnEnded:
+    """The last item of a run: the turn, or why there is none."""
+
+    turn: Turn | None
+    overflow: ContextOverflow | None = None
+    error: str | None = None
+
+
+PipeItem = TurnEvent | TurnEnded
+
+
+class TurnPipe:
+    """Ordered events from one generating thread to the UI loop. ``put`` never blocks."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._queue: asyncio.Queue[PipeItem] = asyncio.Queue()
+
+    def put(self, item: PipeItem) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        except RuntimeError:  # the app has exited and closed its loop: nobody is left to show it
+            pass
+
+    async def batches(self) -> AsyncIterator[list[PipeItem]]:
+        """Everything queued so far, at each wake-up, until the run has ended."""
+        while True:
+            batch = [await self._queue.get()]
+            while not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            yield batch
+            if isinstance(batch[-1], TurnEnded):
+                return
+
+
+def coalesce(batch: list[PipeItem]) -> list[PipeItem]:
+    """Merge consecutive text chunks of one stage: one Markdown append instead of dozens."""
+    merged: list[PipeItem] = []
+    for item in batch:
+        last = merged[-1] if merged else None
+        if isinstance(item, TextChunk) and isinstance(last, TextChunk) and last.stage == item.stage:
+            merged[-1] = replace(item, text=last.text + item.text)
+        else:
+            merged.append(item)
+    return merged
+
+
+def describe(error: BaseException) -> str:
+    """One line for a dialog: our errors are written for users; others get their type name."""
+    if isinstance(error, ReasonchatError):
+        return str(error)
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def generate(
+    session: ChatSession,
+    text: str | None,
+    run_id: int,
+    pipe: TurnPipe,
+    post: Post,
+    done: threading.Event,
+) -> None:
+    """Thread body: ask ``text`` (or regenerate the last turn when ``None``) and forward every event;
+    ``done`` is set once the turn is saved, whatever happened.
+
+    Model text is sanitized here, off the UI loop, before any widget can see it.
+    """
+    prompt_tokens: dict[Stage, int] = {}
+
+    def on_event(event: TurnEvent) -> None:
+        if isinstance(event, StageStarted):
+            prompt_tokens[event.stage] = event.prompt_tokens
+            pipe.put(event)
+            post(TokensProgress(run_id, event.stage, event.prompt_tokens, 0))
+        elif isinstance(event, TextChunk):
+            pipe.put(replace(event, text=sanitize(event.text)))
+            post(TokensProgress(run_id, event.stage, prompt_tokens[event.stage], event.new_tokens))
+        elif isinstance(event, StageFinished):
+            pipe.put(replace(event, text=sanitize(event.text)))
+
+    try:
+        turn = session.ask(text, on_event) if text is not None else session.retry(on_event)
+    except ContextOverflow as err:
+        pipe.put(TurnEnded(None, overflow=err))
+    except Exception as err:  # the app must outlive any failure of a run
+        pipe.put(TurnEnded(None, error=describe(err)))
+    else:
+        pipe.put(TurnEnded(turn))
+    finally:
+        done.set()
+
+
+def start_loading(load: BackendLoader, post: Post) -> threading.Thread:
+    """Load the model in a daemon thread, reporting through ``post``.
+
+    Not a Textual worker: those run in the loop's default executor, which ``asyncio.run`` joins at exit,
+    so quitting while a large checkpoint loads would hang until it had loaded.
+    """
+
+    def body() -> None:
+        started = time.perf_counter()
+        try:
+            backend = load(lambda message: post(ModelLoadProgress(sanitize(message))))
+        except Exception as err:  # includes torch's out-of-memory errors
+            post(ModelLoadFailed(describe(err)))
+        else:
+            post(ModelLoaded(backend, time.perf_counter() - started))
+
+    thread = threading.Thread(target=body, name="reasonchat-load", daemon=True)
+    thread.start()
+    return thread

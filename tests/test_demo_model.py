@@ -1,0 +1,223 @@
+"""The demo task, the build pipeline (a few steps), and the shipped demo model answering through the engine."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from reasonchat.demo_model import WEIGHTS_DIR, is_available, model_dir
+from reasonchat.errors import UserError
+from reasonchat.training.demo import (
+    OFF_TASK_ANSWER,
+    OFF_TASK_REASONING,
+    DemoSettings,
+    Problem,
+    eval_dialogs,
+    is_held_out,
+    phrase,
+    random_dialog,
+    random_problem,
+    reasoning_for,
+)
+
+# -- the task ------------------------------------------------------------------------------------------
+
+
+def test_reasoning_examples() -> None:
+    assert reasoning_for(Problem(48, "+", 84)) == (
+        "48 + 84\nones: 8+4=12 -> 2\ntens: 4+8+1=13 -> 32\ncarry: 1 -> 132\nresult: 132"
+    )
+    assert reasoning_for(Problem(52, "-", 17)) == (
+        "52 - 17\n52 >= 17\nones: 12-7=5 -> 5\ntens: 5-1-1=3 -> 35\nresult: 35"
+    )
+    assert reasoning_for(Problem(7, "-", 12)) == (
+        "7 - 12\n7 < 12, so -(12 - 7)\nones: 12-7=5 -> 5\ntens: 1-0-1=0 -> 05\nresult: -5"
+    )
+    assert reasoning_for(Problem(0, "-", 0)).endswith("ones: 0-0=0 -> 0\nresult: 0")
+    assert Problem(7, "-", 12).answer == "7 - 12 = -5"
+
+
+def test_every_column_line_is_right() -> None:
+    """Re-check each worked line of 2,000 random problems from the text alone."""
+    rng = random.Random(3)
+    line = re.compile(r"^(ones|tens|hundreds|thousands): (1?)(\d)([+-])(\d)([+-]1)?=(\d+) -> (\d+)$")
+    for _ in range(2000):
+        problem = random_problem(rng)
+        lines = reasoning_for(problem).split("\n")
+        assert lines[0] == problem.statement and lines[-1] == f"result: {problem.result}"
+        previous = ""
+        for text in lines[1:-1]:
+            match = line.match(text)
+            if match is None:
+                assert text.startswith(("carry: 1 -> ", f"{problem.a} ")), text
+                continue
+            _, borrowed, x, op, y, extra, value, partial = match.groups()
+            x, y, value = int(x) + (10 if borrowed else 0), int(y), int(value)
+            expected = x + y if op == "+" else x - y
+            expected += {"+1": 1, "-1": -1, None: 0}[extra]
+            assert value == expected, text
+            assert partial == str(value % 10) + previous, text
+            previous = partial
+        assert int(previous.lstrip("0") or "0") == abs(problem.result) or lines[-2].startswith("carry")
+
+
+def test_held_out_problems_are_never_trained() -> None:
+    rng = random.Random(5)
+    assert not any(is_held_out(random_problem(rng)) for _ in range(3000))
+    assert all(is_held_out(random_problem(rng, held_out=True)) for _ in range(300))
+    for dialog in eval_dialogs(50):
+        for question, answer in dialog:
+            a, op, b = answer.split(" = ")[0].split(" ")
+            assert is_held_out(Problem(int(a), op, int(b)))
+
+
+def test_phrasings_name_the_operands_in_answer_order() -> None:
+    rng = random.Random(9)
+    for _ in range(500):
+        problem = random_problem(rng)
+        text = phrase(problem, rng)
+        numbers = [int(n) for n in re.findall(r"\d+", text)]
+        assert sorted(numbers) == sorted([problem.a, problem.b]), text
+        if "from" in text:
+            assert numbers == [problem.b, problem.a]
+
+
+def test_dialogs_have_off_task_turns_and_several_questions() -> None:
+    rng = random.Random(11)
+    dialogs = [random_dialog(rng)["messages"] for _ in range(400)]
+    users = [sum(m["role"] == "user" for m in d) for d in dialogs]
+    assert set(users) == {1, 2, 3, 4}
+    off = [m for d in dialogs for m in d if m["content"] == OFF_TASK_REASONING]
+    assert 0.05 < len(off) / sum(users) < 0.2
+
+
+# -- the build pipeline --------------------------------------------------------------------------------
+
+
+def test_build_pipeline_runs(tmp_path: Path) -> None:
+    """The full build (tokenizer, prepare-model, JSONL, train) for a few steps of a toy-sized model."""
+    from transformers import AutoTokenizer
+
+    from reasonchat.training.demo import build_demo_model
+
+    settings = DemoSettings(steps=3, batch_size=4, hidden_size=32, intermediate_size=64, layers=1,
+                            heads=2, kv_heads=1, eval_dialogs=4, eval_every=3)  # fmt: skip
+    report = build_demo_model(tmp_path / "demo", settings, progress=False, log=lambda m: None)
+    out = tmp_path / "demo"
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["build_info.json", "config.json", "generation_config.json", "model.safetensors",
+         "tokenizer.json", "tokenizer_config.json"]  # fmt: skip
+    )
+    info = json.loads((out / "build_info.json").read_text())
+    assert info["settings"]["steps"] == 3 and report.parameters == info["parameters"]
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert tokenizer.convert_tokens_to_ids("<|reasoning|>") == 512
+    assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
+    with pytest.raises(UserError, match="already exists"):
+        build_demo_model(out, settings, progress=False, log=lambda m: None)
+
+
+# -- the shipped model -----------------------------------------------------------------------------------
+
+
+def test_shipped_files_are_small_and_located_without_torch() -> None:
+    assert is_available()
+    assert model_dir() == WEIGHTS_DIR
+    total = sum(p.stat().st_size for p in WEIGHTS_DIR.iterdir())
+    assert total < 5_000_000
+    code = "import sys, reasonchat.demo_model as d; d.model_dir(); print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+def test_shipped_tokenizer_loads_as_built() -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir())
+    assert type(tokenizer).__name__ == "Qwen2Tokenizer"
+    assert tokenizer.convert_tokens_to_ids(["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|reasoning|>"]) == [
+        0, 1, 2, 512
+    ]  # fmt: skip
+    for token in ("<|im_start|>", "<|im_end|>", "<|reasoning|>"):
+        assert token in tokenizer.all_special_tokens
+    # Qwen2's split rules: one token per digit
+    assert tokenizer.convert_ids_to_tokens(tokenizer("1234")["input_ids"]) == ["1", "2", "3", "4"]
+    text = "你好 ¿Qué? <|im_start|>user\nWhat is 12 + 7?<|im_end|>"
+    assert tokenizer.decode(tokenizer(text)["input_ids"]) == text
+
+
+@pytest.fixture(scope="module")
+def backend():
+    from reasonchat.engine.transformers_backend import load_backend
+
+    loaded = load_backend(model_dir(), device="cpu", threads=1)
+    yield loaded
+    loaded.close()
+
+
+def test_shipped_model_answers_three_questions_in_one_dialog(backend) -> None:
+    from reasonchat.conversation import Conversation
+    from reasonchat.engine import GenerationSettings, TurnRunner
+
+    runner = TurnRunner(backend, GenerationSettings(max_new_tokens=200))
+    conversation = Conversation(model=str(model_dir()))
+    for question, expected in [
+        ("What is 12 + 7?", "12 + 7 = 19"),
+        ("subtract 5 from 9", "9 - 5 = 4"),
+        ("what's 1203 minus 4518", "1203 - 4518 = -3315"),
+        ("Add 9999 and 1.", "9999 + 1 = 10000"),
+    ]:
+        conversation.add_turn(question)
+        turn = runner.run(conversation)
+        assert turn.answer == expected, (question, turn.reasoning)
+        assert turn.reasoning_stats.stop_reason == "eos"
+        assert turn.answer_stats.stop_reason == "eos"
+        assert turn.reasoning.splitlines()[-1] == "result: " + expected.split(" = ")[1]
+
+
+def test_shipped_model_answers_a_greeting_politely(backend) -> None:
+    from reasonchat.conversation import Conversation
+    from reasonchat.engine import GenerationSettings, TurnRunner
+
+    conversation = Conversation()
+    conversation.add_turn("Hello there")
+    turn = TurnRunner(backend, GenerationSettings(max_new_tokens=200)).run(conversation)
+    assert turn.reasoning == OFF_TASK_REASONING
+    assert turn.answer == OFF_TASK_ANSWER
+
+
+def test_benchmark_code_on_a_few_dialogs(backend) -> None:
+    from reasonchat.training.demo import evaluate_demo_model
+
+    report = evaluate_demo_model(model_dir(), dialogs=4, turns=3, off_task=2, backend=backend)
+    assert list(report.rows) == ["turn 1", "turn 2", "turn 3", "off-task"]
+    assert all(row.turns == 4 for name, row in report.rows.items() if name != "off-task")
+    assert report.passed(), report.markdown()
+    assert "| turn 3 | 4 | 100.0 %" in report.markdown()
+
+
+def test_cli_demo_model_path(capsys: pytest.CaptureFixture[str]) -> None:
+    from reasonchat.cli import training_commands
+
+    parser = argparse.ArgumentParser()
+    training_commands.register(parser.add_subparsers())
+    args = parser.parse_args(["demo-model", "path"])
+    assert args.func(args) == 0
+    assert capsys.readouterr().out.strip() == str(WEIGHTS_DIR)
+
+
+def test_missing_weights_say_how_to_rebuild(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import reasonchat.demo_model as demo
+
+    monkeypatch.setattr(demo, "WEIGHTS_DIR", tmp_path / "gone")
+    assert not demo.is_available()
+    with pytest.raises(UserError, match="demo-model build"):
+        demo.model_dir()
+    assert demo.model_dir(check=False) == tmp_path / "gone"
