@@ -416,7 +416,6 @@ def test_turn_runner_cancel_within_one_token_keeps_partial_and_skips_answer(
     assert turn.reasoning_stats.new_tokens == 5
     assert turn.answer is None and turn.answer_stats is None
     assert not any(e.stage == "answer" for e in events)
-    assert runner.cancelled
 
 
 def test_turn_runner_cancel_from_another_thread_while_streaming(qwen_backend) -> None:

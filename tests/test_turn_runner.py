@@ -168,7 +168,7 @@ def test_cancel_from_another_thread_during_reasoning() -> None:
     assert turn.reasoning_stats.stop_reason == "cancelled"
     assert turn.answer is None and turn.answer_stats is None
     assert [r.stage for r in backend.requests] == ["reasoning"]
-    assert runner.cancelled
+    assert not runner.cancelled, "the flag is cleared when the run ends"
 
 
 def test_cancel_from_another_thread_during_answer() -> None:
@@ -179,6 +179,41 @@ def test_cancel_from_another_thread_during_answer() -> None:
     )
     assert turn.reasoning == "r1 r2" and turn.reasoning_stats.stop_reason == "eos"
     assert turn.answer == "a1 a2 a3 " and turn.answer_stats.stop_reason == "cancelled"
+
+
+def test_a_cancel_before_the_run_starts_is_not_lost() -> None:
+    backend = ScriptedBackend(script("r1 r2", "a1"))
+    runner = TurnRunner(backend)
+    runner.cancel()
+    turn = runner.run(conversation_with("q"))
+    assert turn.reasoning == "" and turn.reasoning_stats.stop_reason == "cancelled"
+    assert turn.answer is None and backend.requests == []
+
+
+def test_a_cancel_between_stages_does_not_start_the_answer() -> None:
+    backend = ScriptedBackend(script("r1 r2", "a1 a2"))
+    runner = TurnRunner(backend)
+
+    def on_event(event: Any) -> None:
+        if isinstance(event, StageFinished) and event.stage == "reasoning":
+            runner.cancel()
+
+    turn = runner.run(conversation_with("q"), on_event)
+    assert turn.reasoning == "r1 r2" and turn.reasoning_stats.stop_reason == "eos"
+    assert turn.answer == "" and turn.answer_stats.stop_reason == "cancelled"
+    assert [r.stage for r in backend.requests] == ["reasoning"]
+
+
+def test_the_turn_holds_the_stage_text_when_stage_started_arrives() -> None:
+    seen: list[Any] = []
+    conversation = conversation_with("q")
+
+    def on_event(event: Any) -> None:
+        if isinstance(event, StageStarted):
+            seen.append(conversation.turns[-1].text(event.stage))
+
+    TurnRunner(ScriptedBackend(script("r", "a"))).run(conversation, on_event)
+    assert seen == ["", ""]
 
 
 def test_a_new_run_after_a_cancel_is_not_cancelled() -> None:

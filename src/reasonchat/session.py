@@ -8,10 +8,11 @@ text still streaming.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 from reasonchat.conversation import Conversation, Turn
-from reasonchat.engine.protocol import Backend, ContextOverflow, GenerationSettings
+from reasonchat.engine.protocol import Backend, ContextOverflow, GenerationError, GenerationSettings
 from reasonchat.engine.turn import StageFinished, StageStarted, TurnEvent, TurnRunner
 from reasonchat.store import Store
 from reasonchat.template import DEFAULT_CONTEXT_LIMIT
@@ -33,6 +34,8 @@ class ChatSession:
         self.runner = TurnRunner(backend, settings, context_limit)
         if not conversation.model:
             conversation.model = backend.description
+        self._lock = threading.Lock()
+        self._busy = False
 
     @property
     def settings(self) -> GenerationSettings:
@@ -69,10 +72,28 @@ class ChatSession:
         turn.reasoning_stats = turn.answer_stats = None
         return self._run(on_event)
 
+    @property
+    def busy(self) -> bool:
+        return self._busy
+
     def cancel(self) -> None:
-        self.runner.cancel()
+        """Cancel the turn in progress; when idle, nothing (a stray Esc must not cancel the next turn)."""
+        with self._lock:
+            if self._busy:
+                self.runner.cancel()
 
     def _run(self, on_event: Callable[[TurnEvent], None] | None) -> Turn:
+        with self._lock:
+            if self._busy:
+                raise GenerationError("a turn is already being generated; wait for it or cancel it")
+            self._busy = True
+        try:
+            return self._run_turn(on_event)
+        finally:
+            with self._lock:
+                self._busy = False
+
+    def _run_turn(self, on_event: Callable[[TurnEvent], None] | None) -> Turn:
         index = len(self.conversation.turns) - 1
 
         def handle(event: TurnEvent) -> None:

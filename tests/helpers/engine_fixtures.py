@@ -143,8 +143,3 @@ def run_with_timeout(fn: Callable[[], Any], timeout_s: float = 30.0) -> Any:
     if "error" in box:
         raise box["error"]
     return box.get("result")
-
-
-def collect(stream: Any) -> list[str]:
-    """All deltas of a stage stream."""
-    return list(stream)

@@ -67,6 +67,7 @@ class TurnRunner:
         self._cancel = threading.Event()
 
     def cancel(self) -> None:
+        """Cancel the running turn, or the next one if it has not started yet (no cancel is lost)."""
         self._cancel.set()
         self.backend.cancel()
 
@@ -88,17 +89,24 @@ class TurnRunner:
         Raises ``ContextOverflow`` when a prompt does not fit: for the reasoning stage the turn is left
         untouched; for the answer stage the reasoning is kept and the answer's stats record the error.
         """
-        self._cancel.clear()
         emit = on_event or (lambda event: None)
         index = len(conversation.turns) - 1
         turn = conversation.turns[index]
-        for stage in STAGES:
-            if turn.text(stage) is not None and _finished(turn.stats(stage)):
-                continue
-            stats = self._run_stage(conversation, index, stage, emit)
-            conversation.touch()
-            if stats.stop_reason not in ("eos", "max_new_tokens"):
-                break
+        try:
+            for stage in STAGES:
+                if turn.text(stage) is not None and _finished(turn.stats(stage)):
+                    continue
+                if self._cancel.is_set():
+                    # Cancelled before this stage began: record it as cancelled, generate nothing.
+                    self._finish(turn, index, stage, "", StageStats(stop_reason="cancelled"), emit)
+                    break
+                stats = self._run_stage(conversation, index, stage, emit)
+                conversation.touch()
+                if stats.stop_reason not in ("eos", "max_new_tokens"):
+                    break
+        finally:
+            # Cleared at the end, not the start: a cancel that lands before the run begins still counts.
+            self._cancel.clear()
         return turn
 
     def _run_stage(
@@ -123,8 +131,8 @@ class TurnRunner:
                 self._finish(turn, index, stage, text, stats, emit)
             raise
         stats = stream.stats
-        emit(StageStarted(index, stage, stats.prompt_tokens, stats.cached_tokens, self.context_limit))
         self._set(turn, stage, text, stats)
+        emit(StageStarted(index, stage, stats.prompt_tokens, stats.cached_tokens, self.context_limit))
         try:
             for delta in stream:
                 text += delta

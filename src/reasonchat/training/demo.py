@@ -154,20 +154,17 @@ def _column_digits(n: int, width: int) -> list[int]:
     return [(n // 10**i) % 10 for i in range(width)]
 
 
-def addition_steps(a: int, b: int) -> list[str]:
-    """One line per column: what is left of both numbers, their last digits summed, the partial result.
+STYLE = "plain"  # experiment switch: "plain" or "padded"
 
-    ``tens: 289+204: 9+4+1=14 -> 49``: the digits to add are the last ones of the numbers on the same
-    line, so no line needs to count digits across the context (a tiny model does that badly).
-    """
-    width = max(len(str(a)), len(str(b)))
+
+def addition_steps(a: int, b: int, width: int) -> list[str]:
     da, db = _column_digits(a, width), _column_digits(b, width)
     lines, partial, carry = [], "", 0
     for i in range(width):
         total = da[i] + db[i] + carry
         expr = f"{da[i]}+{db[i]}" + ("+1" if carry else "")
         partial = str(total % 10) + partial
-        lines.append(f"{PLACES[i]}: {a // 10**i}+{b // 10**i}: {expr}={total} -> {partial}")
+        lines.append(f"{PLACES[i]}: {expr}={total} -> {partial}")
         carry = total // 10
     if carry:
         partial = "1" + partial
@@ -175,10 +172,7 @@ def addition_steps(a: int, b: int) -> list[str]:
     return lines
 
 
-def subtraction_steps(top: int, bottom: int) -> list[str]:
-    """Columns of ``top - bottom`` (``top >= bottom``). A column that goes below zero says so, then
-    borrows: ``ones: 52-17: 2-7<0, 12-7=5 -> 5``; the next column subtracts the borrowed 1."""
-    width = len(str(top))
+def subtraction_steps(top: int, bottom: int, width: int) -> list[str]:
     dt, db = _column_digits(top, width), _column_digits(bottom, width)
     lines, partial, borrow = [], "", 0
     for i in range(width):
@@ -191,7 +185,7 @@ def subtraction_steps(top: int, bottom: int) -> list[str]:
         else:
             borrow = 0
         partial = str(value) + partial
-        lines.append(f"{PLACES[i]}: {top // 10**i}-{bottom // 10**i}: {expr}={value} -> {partial}")
+        lines.append(f"{PLACES[i]}: {expr}={value} -> {partial}")
     return lines
 
 
@@ -199,14 +193,18 @@ def reasoning_for(problem: Problem) -> str:
     """The worked solution: restate, compare (subtraction), one line per column, the result."""
     a, b = problem.a, problem.b
     lines = [problem.statement]
-    if problem.op == "+":
-        lines += addition_steps(a, b)
-    elif a >= b:
-        lines.append(f"{a} >= {b}")
-        lines += subtraction_steps(a, b)
+    if problem.op == "-":
+        if a >= b:
+            lines.append(f"{a} >= {b}")
+        else:
+            lines.append(f"{a} < {b}, so -({b} - {a})")
+            a, b = b, a
+    if STYLE == "padded":
+        width = MAX_DIGITS
+        lines.append(f"{a:0{width}d} {problem.op} {b:0{width}d}")
     else:
-        lines.append(f"{a} < {b}, so -({b} - {a})")
-        lines += subtraction_steps(b, a)
+        width = max(len(str(a)), len(str(b)))
+    lines += addition_steps(a, b, width) if problem.op == "+" else subtraction_steps(a, b, width)
     lines.append(f"result: {problem.result}")
     return "\n".join(lines)
 
@@ -409,6 +407,7 @@ class BuildReport:
     out: Path
     parameters: int
     seconds: float
+    cpu_seconds: float  # below ``seconds`` when other processes took the cores
     stage_seconds: dict[str, float]
     final_loss: float
     eval_losses: list[tuple[int, float]]
@@ -418,7 +417,8 @@ class BuildReport:
         eval_text = f", eval loss {self.eval_losses[-1][1]:.4f}" if self.eval_losses else ""
         stages = ", ".join(f"{k} {v:.0f}s" for k, v in self.stage_seconds.items())
         return (
-            f"demo model ({self.parameters:,} parameters) built in {self.seconds:.0f}s ({stages}); "
+            f"demo model ({self.parameters:,} parameters) built in {self.seconds:.0f}s "
+            f"(CPU time {self.cpu_seconds:.0f}s; {stages}); "
             f"final train loss {self.final_loss:.4f}{eval_text}; saved to {self.out}"
         )
 
@@ -466,7 +466,7 @@ def build_demo_model(
     out = Path(out).expanduser()
     check_output_dir(out, overwrite)
     torch.set_num_threads(settings.threads)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     stage_seconds: dict[str, float] = {}
     clock = [started]
 
@@ -551,10 +551,12 @@ def build_demo_model(
         for name in WEIGHT_FILES:
             shutil.copy2(trained / name, staging / name)
         seconds = time.perf_counter() - started
+        cpu_seconds = time.process_time() - cpu_started
         info = {
             "settings": settings.to_dict(),
             "parameters": parameters,
             "build_seconds": round(seconds, 1),
+            "build_cpu_seconds": round(cpu_seconds, 1),
             "stage_seconds": stage_seconds,
             "final_train_loss": result.losses[-1],
             "eval_losses": result.eval_losses,
@@ -566,7 +568,7 @@ def build_demo_model(
         if out.exists():
             out.rmdir()  # check_output_dir left it empty
         shutil.copytree(staging, out)
-    return BuildReport(out, parameters, seconds, stage_seconds, result.losses[-1],
+    return BuildReport(out, parameters, seconds, cpu_seconds, stage_seconds, result.losses[-1],
                        result.eval_losses, result.dropped)  # fmt: skip
 
 

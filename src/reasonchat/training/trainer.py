@@ -339,7 +339,8 @@ class Trainer:
                     if on_step is not None:
                         on_step(step, step_loss)
                     if eval_set is not None and (step % c.eval_every == 0 or step == total):
-                        eval_loss = self.evaluate(model, eval_set, pad_id, device, autocast)
+                        eval_loss = self.evaluate(model, eval_set, pad_id, device, autocast,
+                                                  c.batch_size, c.eval_batches)  # fmt: skip
                         result.eval_losses.append((step, eval_loss))
                         progress.print(f"step {step}: train loss {step_loss:.4f}, eval loss {eval_loss:.4f}")
                     if stop.requested:

@@ -41,6 +41,7 @@ class ReasonchatApp(App[None]):
                 f"Unknown theme {theme!r}; available: {', '.join(sorted(self.available_themes))}",
                 severity="warning",
                 timeout=10,
+                markup=False,
             )
 
     def copy_to_clipboard(self, text: str) -> None:

@@ -29,8 +29,8 @@ class ErrorDialog(ModalScreen[bool]):
             yield Static(self.message, markup=False, classes="dialog-message")
             yield Static(self.hint, markup=False, classes="dialog-hint")
             with Horizontal(classes="dialog-buttons"):
-                yield Button("Retry [r]", id="retry", variant="primary")
-                yield Button("Close [esc]", id="close")
+                yield Button("Retry (r)", id="retry", variant="primary")
+                yield Button("Close (esc)", id="close")
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()

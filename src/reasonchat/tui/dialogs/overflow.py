@@ -37,12 +37,12 @@ class OverflowDialog(ModalScreen[OverflowChoice]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog-box") as box:
             box.border_title = "Context limit reached"
-            yield Static(overflow_text(self.overflow), classes="dialog-message")
+            yield Static(overflow_text(self.overflow), markup=False, classes="dialog-message")
             yield Static("Your message is kept. What now?", classes="dialog-hint")
             with Horizontal(classes="dialog-buttons"):
-                yield Button("New conversation [n]", id="new", variant="primary")
-                yield Button("Drop oldest turns [d]", id="drop")
-                yield Button("Go back [esc]", id="back")
+                yield Button("New conversation (n)", id="new", variant="primary")
+                yield Button("Drop oldest turns (d)", id="drop")
+                yield Button("Go back (esc)", id="back")
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()

@@ -32,8 +32,8 @@ class SettingsDialog(ModalScreen[GenerationSettings | None]):
             yield Input(temperature, type="number", id="temperature")
             yield Static("", id="settings-error", markup=False)
             with Horizontal(classes="dialog-buttons"):
-                yield Button("Save [enter]", id="save", variant="primary")
-                yield Button("Cancel [esc]", id="cancel")
+                yield Button("Save (enter)", id="save", variant="primary")
+                yield Button("Cancel (esc)", id="cancel")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()

@@ -117,7 +117,7 @@ class ChatScreen(Screen[None]):
         await self._show_conversation()
         self.composer.focus()
         for notice in self.options.notices:
-            self.notify(sanitize(notice), title="Settings", severity="warning", timeout=15)
+            self.notify(sanitize(notice), title="Settings", severity="warning", timeout=15, markup=False)
         # After the first frame: the loader imports torch, which takes seconds.
         self.call_after_refresh(self.load_model)
 
