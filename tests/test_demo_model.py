@@ -35,37 +35,52 @@ def test_reasoning_examples() -> None:
         "48 + 84\nones: 8+4=12 -> 2\ntens: 4+8+1=13 -> 32\ncarry: 1 -> 132\nresult: 132"
     )
     assert reasoning_for(Problem(52, "-", 17)) == (
-        "52 - 17\n52 >= 17\nones: 12-7=5 -> 5\ntens: 5-1-1=3 -> 35\nresult: 35"
+        "52 - 17\n52 >= 17\nones: 2-7<0, 12-7=5 -> 5\ntens: 5-1-1=3 -> 35\nresult: 35"
     )
     assert reasoning_for(Problem(7, "-", 12)) == (
-        "7 - 12\n7 < 12, so -(12 - 7)\nones: 12-7=5 -> 5\ntens: 1-0-1=0 -> 05\nresult: -5"
+        "7 - 12\n7 < 12, so -(12 - 7)\nones: 2-7<0, 12-7=5 -> 5\ntens: 1-0-1=0 -> 05\nresult: -5"
     )
+    assert reasoning_for(Problem(1000, "-", 1)).split("\n")[2:4] == [
+        "ones: 0-1<0, 10-1=9 -> 9",
+        "tens: 0-0-1<0, 10-0-1=9 -> 99",
+    ]
     assert reasoning_for(Problem(0, "-", 0)).endswith("ones: 0-0=0 -> 0\nresult: 0")
     assert Problem(7, "-", 12).answer == "7 - 12 = -5"
+
+
+COLUMN = re.compile(
+    r"^(?:ones|tens|hundreds|thousands): (\d)([+-])(\d)((?:[+-]1)?)(?:<0, 1(\d)[+-](\d)((?:[+-]1)?))?"
+    r"=(\d+) -> (\d+)$"
+)
 
 
 def test_every_column_line_is_right() -> None:
     """Re-check each worked line of 2,000 random problems from the text alone."""
     rng = random.Random(3)
-    line = re.compile(r"^(ones|tens|hundreds|thousands): (1?)(\d)([+-])(\d)([+-]1)?=(\d+) -> (\d+)$")
     for _ in range(2000):
         problem = random_problem(rng)
         lines = reasoning_for(problem).split("\n")
         assert lines[0] == problem.statement and lines[-1] == f"result: {problem.result}"
         previous = ""
         for text in lines[1:-1]:
-            match = line.match(text)
+            match = COLUMN.match(text)
             if match is None:
                 assert text.startswith(("carry: 1 -> ", f"{problem.a} ")), text
                 continue
-            _, borrowed, x, op, y, extra, value, partial = match.groups()
-            x, y, value = int(x) + (10 if borrowed else 0), int(y), int(value)
-            expected = x + y if op == "+" else x - y
-            expected += {"+1": 1, "-1": -1, None: 0}[extra]
-            assert value == expected, text
-            assert partial == str(value % 10) + previous, text
+            x, op, y, extra, x2, y2, extra2, value, partial = match.groups()
+            raw = int(x) + int(y) if op == "+" else int(x) - int(y)
+            raw += {"+1": 1, "-1": -1, "": 0}[extra]
+            if x2 is not None:  # a borrow: said to be below zero, then redone with 10 more
+                assert raw < 0 and (x2, y2, extra2) == (x, y, extra), text
+                raw += 10
+            else:
+                assert op == "+" or raw >= 0, text
+            assert int(value) == raw, text
+            assert partial == str(raw % 10) + previous, text
             previous = partial
-        assert int(previous.lstrip("0") or "0") == abs(problem.result) or lines[-2].startswith("carry")
+        if lines[-2].startswith("carry"):
+            previous = "1" + previous
+        assert int(previous) == abs(problem.result)
 
 
 def test_held_out_problems_are_never_trained() -> None:

@@ -1,0 +1,94 @@
+"""The timeline of a saved conversation, for replay: which text appears when.
+
+Pure (no torch, no textual): the replay screen walks the timeline, the CLI and tests can inspect it.
+Each stage re-streams its recorded chunks at their recorded offsets; a stage saved without timing
+(imported histories, or older records) streams at a steady rate instead.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from reasonchat.conversation import STAGES, Conversation, Stage, StageStats
+
+SPEEDS = {"1": 1.0, "2": 2.0, "4": 4.0, "instant": 0.0}
+TURN_GAP_S = 0.6  # between one turn's answer and the next question
+STEADY_CHARS_PER_S = 160.0  # about 40 tokens/s: a brisk but readable stream
+_WORD = re.compile(r"\S+\s*|\s+")
+
+
+@dataclass(frozen=True)
+class ReplayEvent:
+    """``text`` appears at ``at_s`` seconds after the replay started (at speed 1).
+
+    ``stage`` None is the user's message; otherwise a delta to append to that stage's pane.
+    """
+
+    at_s: float
+    turn_index: int
+    stage: Stage | None
+    text: str
+    final: bool = False  # the last event of its stage (or the user message): render in full
+
+
+def parse_speed(text: str) -> float:
+    """``1``, ``2``, ``4`` or ``instant`` (0.0)."""
+    try:
+        return SPEEDS[text.strip().lower()]
+    except KeyError:
+        raise ValueError(f"unknown replay speed {text!r} (choose from {', '.join(SPEEDS)})") from None
+
+
+def recorded_chunks(text: str, stats: StageStats | None) -> list[tuple[float, str]] | None:
+    """``(offset_s, delta)`` pairs from the stage's recorded timing, or None if it has none usable."""
+    if stats is None or not stats.chunks:
+        return None
+    out, previous_end, previous_t = [], 0, 0.0
+    for t, end in stats.chunks:
+        if end < previous_end or end > len(text) or t < previous_t:
+            return None  # timing that does not fit the text (edited, truncated): do not trust it
+        if end > previous_end:
+            out.append((t, text[previous_end:end]))
+        previous_end, previous_t = end, t
+    if previous_end < len(text):  # text after the last chunk (a final flush)
+        out.append((previous_t, text[previous_end:]))
+    return out
+
+
+def steady_chunks(text: str) -> list[tuple[float, str]]:
+    out, position = [], 0
+    for match in _WORD.finditer(text):
+        position += len(match.group())
+        out.append((position / STEADY_CHARS_PER_S, match.group()))
+    return out
+
+
+def timeline(conversation: Conversation, start_turn: int = 0) -> Iterator[ReplayEvent]:
+    """Every event of the conversation from ``start_turn`` on, in order, at speed 1."""
+    clock = 0.0
+    for index in range(start_turn, len(conversation.turns)):
+        turn = conversation.turns[index]
+        if index > start_turn:
+            clock += TURN_GAP_S
+        yield ReplayEvent(clock, index, None, turn.user, final=True)
+        for stage in STAGES:
+            text = turn.text(stage)
+            if text is None:
+                continue
+            chunks = recorded_chunks(text, turn.stats(stage)) or steady_chunks(text)
+            if not chunks:
+                yield ReplayEvent(clock, index, stage, "", final=True)
+                continue
+            for position, (offset, delta) in enumerate(chunks):
+                yield ReplayEvent(clock + offset, index, stage, delta, final=position == len(chunks) - 1)
+            clock += chunks[-1][0]
+
+
+def duration(conversation: Conversation) -> float:
+    """Seconds a replay at speed 1 takes."""
+    last = 0.0
+    for event in timeline(conversation):
+        last = event.at_s
+    return last
