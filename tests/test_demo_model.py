@@ -19,6 +19,7 @@ from reasonchat.training.demo import (
     OFF_TASK_REASONING,
     DemoSettings,
     Problem,
+    comparison,
     eval_dialogs,
     is_held_out,
     phrase,
@@ -32,25 +33,27 @@ from reasonchat.training.demo import (
 
 def test_reasoning_examples() -> None:
     assert reasoning_for(Problem(48, "+", 84)) == (
-        "48 + 84\nones: 8+4=12 -> 2\ntens: 4+8+1=13 -> 32\ncarry: 1 -> 132\nresult: 132"
+        "48 + 84\nones: 8+4=12 -> 2\ntens: 4+8=12, +1=13 -> 32\ncarry: 1 -> 132\nresult: 132"
     )
     assert reasoning_for(Problem(52, "-", 17)) == (
-        "52 - 17\n52 >= 17\nones: 2-7<0, 12-7=5 -> 5\ntens: 5-1-1=3 -> 35\nresult: 35"
+        "52 - 17\ncompare: 2 vs 2 digits, 5>1, so 52 >= 17\nones: 2-7=-5, +10=5 -> 5\n"
+        "tens: 5-1=4, -1=3 -> 35\nresult: 35"
     )
     assert reasoning_for(Problem(7, "-", 12)) == (
-        "7 - 12\n7 < 12, so -(12 - 7)\nones: 2-7<0, 12-7=5 -> 5\ntens: 1-0-1=0 -> 05\nresult: -5"
+        "7 - 12\ncompare: 1 vs 2 digits, so 7 < 12, so -(12 - 7)\nones: 2-7=-5, +10=5 -> 5\n"
+        "tens: 1-0=1, -1=0 -> 05\nresult: -5"
     )
     assert reasoning_for(Problem(1000, "-", 1)).split("\n")[2:4] == [
-        "ones: 0-1<0, 10-1=9 -> 9",
-        "tens: 0-0-1<0, 10-0-1=9 -> 99",
+        "ones: 0-1=-1, +10=9 -> 9",
+        "tens: 0-0=0, -1=-1, +10=9 -> 99",
     ]
     assert reasoning_for(Problem(0, "-", 0)).endswith("ones: 0-0=0 -> 0\nresult: 0")
     assert Problem(7, "-", 12).answer == "7 - 12 = -5"
 
 
 COLUMN = re.compile(
-    r"^(?:ones|tens|hundreds|thousands): (\d)([+-])(\d)((?:[+-]1)?)(?:<0, 1(\d)[+-](\d)((?:[+-]1)?))?"
-    r"=(\d+) -> (\d+)$"
+    r"^(?:ones|tens|hundreds|thousands): (\d)([+-])(\d)=(-?\d+)(?:, ([+-])1=(-?\d+))?(?:, \+10=(\d+))?"
+    r" -> (\d+)$"
 )
 
 
@@ -61,26 +64,40 @@ def test_every_column_line_is_right() -> None:
         problem = random_problem(rng)
         lines = reasoning_for(problem).split("\n")
         assert lines[0] == problem.statement and lines[-1] == f"result: {problem.result}"
-        previous = ""
+        previous, carried = "", False
         for text in lines[1:-1]:
             match = COLUMN.match(text)
             if match is None:
-                assert text.startswith(("carry: 1 -> ", f"{problem.a} ")), text
+                assert text.startswith(("carry: 1 -> ", "compare: ")), text
                 continue
-            x, op, y, extra, x2, y2, extra2, value, partial = match.groups()
-            raw = int(x) + int(y) if op == "+" else int(x) - int(y)
-            raw += {"+1": 1, "-1": -1, "": 0}[extra]
-            if x2 is not None:  # a borrow: said to be below zero, then redone with 10 more
-                assert raw < 0 and (x2, y2, extra2) == (x, y, extra), text
-                raw += 10
+            x, op, y, first, sign, second, borrowed, partial = match.groups()
+            value = int(x) + int(y) if op == "+" else int(x) - int(y)
+            assert int(first) == value, text
+            assert (sign is not None) == carried, text  # the carried/borrowed 1 of the last column
+            if sign is not None:
+                value += 1 if sign == "+" else -1
+                assert sign == op and int(second) == value, text
+            if borrowed is not None:
+                assert value < 0 and int(borrowed) == value + 10, text
+                value += 10
             else:
-                assert op == "+" or raw >= 0, text
-            assert int(value) == raw, text
-            assert partial == str(raw % 10) + previous, text
+                assert 0 <= value, text
+            carried = value >= 10 if op == "+" else borrowed is not None
+            assert partial == str(value % 10) + previous, text
             previous = partial
         if lines[-2].startswith("carry"):
             previous = "1" + previous
         assert int(previous) == abs(problem.result)
+
+
+def test_comparisons() -> None:
+    assert comparison(5321, 5319) == "compare: 4 vs 4 digits, 5=5, 3=3, 2>1, so 5321 >= 5319"
+    assert comparison(49, 49) == "compare: 2 vs 2 digits, 4=4, 9=9, so 49 >= 49"
+    assert comparison(3278, 5768) == "compare: 4 vs 4 digits, 3<5, so 3278 < 5768, so -(5768 - 3278)"
+    rng = random.Random(4)
+    for _ in range(2000):
+        a, b = rng.randint(0, 9999), rng.randint(0, 9999)
+        assert comparison(a, b).endswith(f"so {a} >= {b}" if a >= b else f"so -({b} - {a})")
 
 
 def test_held_out_problems_are_never_trained() -> None:
@@ -134,7 +151,11 @@ def test_build_pipeline_runs(tmp_path: Path) -> None:
     assert info["settings"]["steps"] == 3 and report.parameters == info["parameters"]
     tokenizer = AutoTokenizer.from_pretrained(out)
     assert tokenizer.convert_tokens_to_ids("<|reasoning|>") == 512
-    assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
+    assert json.loads((out / "config.json").read_text())["dtype"] == "float32"  # runs in fp32
+    from safetensors import safe_open
+
+    with safe_open(out / "model.safetensors", "pt") as weights:  # stored in bf16
+        assert {str(weights.get_slice(k).get_dtype()) for k in weights.keys()} == {"BF16"}
     with pytest.raises(UserError, match="already exists"):
         build_demo_model(out, settings, progress=False, log=lambda m: None)
 

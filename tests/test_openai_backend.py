@@ -508,3 +508,21 @@ def test_the_http_bench_measures_stage_two_and_decode(server: FakeVLLM, backend:
     assert sum("[" in prompt for prompt in system_prompts) == 1  # exactly one request behind an unseen prefix
     assert result.decode_tokens_per_s is not None and result.decode_tokens_per_s > 0
     assert len(result.lines()) == 3 and result.to_json()["history"][0]["cache_speedup"] > 0
+
+
+def test_ask_over_http_saves_the_turn(module_server: FakeVLLM, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from reasonchat.cli import main
+    from reasonchat.store import Store
+
+    module_server.reset()
+    code = main(["ask", "--json", "--backend", "openai", "--base-url", module_server.base_url, "What is 12 + 7?"])
+    assert code == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["stages"]["reasoning"]["stop_reason"] == "eos"
+    assert data["stages"]["answer"]["stop_reason"] == "eos"
+    with Store.open() as store:
+        conv = store.get(data["conversation_id"])
+    assert conv.turns[0].answer == data["answer"] and data["answer"]
+    assert conv.model  # the served model, recorded with the turn

@@ -12,8 +12,8 @@ from textual.pilot import Pilot
 
 from reasonchat.cli.app_commands import register as register_app_commands
 from reasonchat.conversation import Stage, StageStats
-from reasonchat.engine.protocol import Backend, StageRequest
-from reasonchat.engine.scripted import ScriptedBackend, _ScriptedStream
+from reasonchat.engine.protocol import Backend, StageRequest, StageStream
+from reasonchat.engine.scripted import ScriptedBackend
 from reasonchat.store import Store
 from reasonchat.tui.app import ReasonchatApp
 from reasonchat.tui.options import AppOptions
@@ -91,15 +91,15 @@ class PausingBackend(ScriptedBackend):
         self.pause_after = pause_after
         self.paused = threading.Event()
 
-    def stream(self, request: StageRequest) -> _ScriptedStream:
+    def stream(self, request: StageRequest) -> StageStream:
         inner = super().stream(request)
         if request.stage != self.pause_stage:
             return inner
-        return _Pausing(self, inner, request)  # type: ignore[return-value]
+        return _Pausing(self, inner, request)
 
 
 class _Pausing:
-    def __init__(self, backend: PausingBackend, inner: _ScriptedStream, request: StageRequest) -> None:
+    def __init__(self, backend: PausingBackend, inner: StageStream, request: StageRequest) -> None:
         self.backend = backend
         self.inner = inner
         self.request = request

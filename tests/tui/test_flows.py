@@ -17,7 +17,7 @@ from reasonchat.tui.dialogs.error import ErrorDialog
 from reasonchat.tui.dialogs.overflow import OverflowDialog
 from reasonchat.tui.dialogs.settings import SettingsDialog
 from reasonchat.tui.screens.history import HistoryStubScreen
-from reasonchat.tui.widgets.transcript import TranscriptTurn
+from reasonchat.tui.widgets.transcript import EarlierTurns, ReasoningFold, TranscriptTurn
 from tests.tui.helpers import (
     SMALL,
     WIDE,
@@ -57,6 +57,17 @@ async def test_a_turn_fills_both_panes_and_is_saved(store: Store) -> None:
     ]
 
 
+async def test_a_stage_without_text_ends_cleanly() -> None:
+    app = make_app(ScriptedBackend(lambda request: "" if request.stage == "reasoning" else "Just this."))
+    async with app.run_test(size=SMALL) as pilot:
+        screen = chat(app)
+        await wait_ready(pilot)
+        await send(pilot, "hi")
+        await wait_idle(pilot)
+        assert screen.turn_view.pane("reasoning").text == ""
+        assert screen.turn_view.pane("answer").text == "Just this."
+
+
 async def test_enter_sends_ctrl_j_adds_a_line_and_blank_input_is_ignored() -> None:
     backend = ScriptedBackend()
     app = make_app(backend)
@@ -73,6 +84,7 @@ async def test_enter_sends_ctrl_j_adds_a_line_and_blank_input_is_ignored() -> No
         await wait_idle(pilot)
         assert screen.conversation.turns[0].user == "a\nb"
         assert len(backend.requests) == 2  # one per stage: Enter sent once
+        assert not app._notifications  # not even a refused second send
 
 
 async def test_earlier_turns_move_to_the_transcript_with_reasoning_collapsed() -> None:
@@ -88,8 +100,37 @@ async def test_earlier_turns_move_to_the_transcript_with_reasoning_collapsed() -
         turns = list(screen.query(TranscriptTurn))
         assert [t.turn.user for t in turns] == ["first", "second"]
         assert transcript.display
-        assert all(t.query_one("Collapsible").collapsed for t in turns)
         assert screen.turn_view.turn is screen.conversation.turns[-1]
+        # Reasoning is folded, and not even rendered until unfolded.
+        fold = turns[0].query_one(ReasoningFold)
+        assert not fold.unfolded and not turns[0].query(".transcript-reasoning")
+        fold.focus()
+        await pilot.press("enter")
+        (reasoning,) = turns[0].query(".transcript-reasoning")
+        assert reasoning.source == "The user asked: first\nI will answer briefly." and reasoning.display
+        await pilot.press("enter")
+        assert not fold.unfolded and not reasoning.display
+
+
+async def test_a_long_saved_conversation_shows_its_latest_turns_first(store: Store) -> None:
+    conversation = Conversation()
+    for i in range(26):
+        turn = conversation.add_turn(f"q{i}")
+        turn.reasoning, turn.answer = "r", f"a{i}"
+    store.save(conversation)
+    app = make_app(store=store, conversation=conversation)
+    async with app.run_test(size=WIDE) as pilot:
+        screen = chat(app)
+        await wait_for(pilot, lambda: screen.query(TranscriptTurn))
+        shown = [t.turn.user for t in screen.query(TranscriptTurn)]
+        assert shown == [f"q{i}" for i in range(15, 25)]  # the last turn is in the panes
+        earlier = screen.query_one(EarlierTurns)
+        assert "15 earlier turn(s) not shown" in str(earlier.render())
+        earlier.focus()
+        await pilot.press("enter")
+        assert len(screen.query(TranscriptTurn)) == 20
+        await pilot.press("enter")
+        assert [t.turn.user for t in screen.query(TranscriptTurn)][0] == "q0" and not earlier.display
 
 
 async def test_sending_while_busy_is_refused_with_a_hint_and_the_text_kept() -> None:
@@ -177,6 +218,31 @@ async def test_escape_cancels_mid_stage_and_the_partial_turn_is_saved(store: Sto
         "cancelled",
         None,
     )
+
+
+async def test_escape_before_the_thread_has_started_the_turn_still_cancels(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reasonchat.session import ChatSession
+
+    started = threading.Event()
+    real_ask = ChatSession.ask
+
+    def late_ask(self, text, on_event=None):
+        started.wait(5)  # the session is not running yet when Esc arrives
+        return real_ask(self, text, on_event)
+
+    monkeypatch.setattr(ChatSession, "ask", late_ask)
+    app = make_app(store=store)
+    async with app.run_test(size=SMALL) as pilot:
+        screen = chat(app)
+        await wait_ready(pilot)
+        await send(pilot, "hi")
+        await pilot.press("escape")
+        started.set()
+        await wait_idle(pilot)
+    turn = store.get(screen.conversation.id).turns[0]
+    assert turn.reasoning_stats.stop_reason == "cancelled" and turn.answer is None
 
 
 async def test_escape_during_the_answer_keeps_the_finished_reasoning(store: Store) -> None:
@@ -514,7 +580,7 @@ async def test_continue_shows_the_saved_turns(store: Store) -> None:
     app = make_app(backend, store=store, conversation=store.get(conversation.id))
     async with app.run_test(size=WIDE) as pilot:
         screen = chat(app)
-        await pilot.pause()
+        await wait_for(pilot, lambda: screen.query(TranscriptTurn))
         assert [t.turn.user for t in screen.query(TranscriptTurn)] == ["one"]
         assert screen.turn_view.pane("answer").text == "You said: **two**"
         stats = conversation.turns[1].reasoning_stats
@@ -602,5 +668,9 @@ async def test_every_binding_has_an_id() -> None:
     from reasonchat.tui.screens.chat import ChatScreen
     from reasonchat.tui.widgets.composer import Composer
 
-    for owner in (ChatScreen, Composer, OverflowDialog, ErrorDialog, SettingsDialog, HistoryStubScreen):
+    owners = (
+        ChatScreen, Composer, ReasoningFold, EarlierTurns, OverflowDialog, ErrorDialog, SettingsDialog,
+        HistoryStubScreen,
+    )  # fmt: skip
+    for owner in owners:
         assert all(binding.id for binding in owner.BINDINGS), owner

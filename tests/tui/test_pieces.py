@@ -20,6 +20,7 @@ from reasonchat.tui.context_budget import (
     generation_reserve,
     level_of,
 )
+from reasonchat.tui.messages import NextPromptCounted, TokensProgress
 from reasonchat.tui.worker import TurnEnded, TurnPipe, coalesce, describe
 
 
@@ -83,7 +84,7 @@ def test_coalesce_merges_consecutive_text_of_one_stage() -> None:
         StageFinished(0, "reasoning", "ab", stats),
         TextChunk(0, "answer", "c", 1, 0.3),
         TextChunk(0, "answer", "d", 2, 0.4),
-        TurnEnded(None),
+        TurnEnded(),
     ]
     merged = coalesce(batch)
     assert [type(item).__name__ for item in merged] == [
@@ -101,7 +102,7 @@ async def test_the_pipe_never_blocks_the_producer_and_keeps_order() -> None:
         started = time.perf_counter()
         for i in range(count):
             pipe.put(TextChunk(0, "answer", f"{i} ", i + 1, 0.0))
-        pipe.put(TurnEnded(None))
+        pipe.put(TurnEnded())
         return time.perf_counter() - started
 
     result: list[float] = []
@@ -116,6 +117,15 @@ async def test_the_pipe_never_blocks_the_producer_and_keeps_order() -> None:
         received.extend(item.text for item in batch if isinstance(item, TextChunk))
     assert received == [f"{i} " for i in range(count)]
     assert batches < count  # drained in batches, not one wake-up per token
+
+
+def test_a_newer_count_of_the_same_stage_supersedes_a_queued_one() -> None:
+    queued = TokensProgress(3, "reasoning", 100, 5)
+    assert queued.can_replace(TokensProgress(3, "reasoning", 100, 6))
+    # The last count of a stage, or of an older run, is never dropped for another's.
+    assert not queued.can_replace(TokensProgress(3, "answer", 120, 1))
+    assert not queued.can_replace(TokensProgress(4, "reasoning", 90, 1))
+    assert NextPromptCounted("a", 1).can_replace(NextPromptCounted("ab", 2))
 
 
 def test_describe_errors_for_a_dialog() -> None:

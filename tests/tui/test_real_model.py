@@ -95,7 +95,7 @@ async def test_escape_stops_the_real_model_within_one_token(
 
 async def test_a_tiny_context_limit_opens_the_overflow_dialog(model_dir: Path) -> None:
     app = build_app(
-        chat_args("--model", str(model_dir), "--context-limit", "30")
+        chat_args("--model", str(model_dir), "--context-limit", "12")
     )
     async with app.run_test(size=SMALL) as pilot:
         screen = chat(app)
@@ -103,7 +103,7 @@ async def test_a_tiny_context_limit_opens_the_overflow_dialog(model_dir: Path) -
         await send(pilot, QUESTION)
         await wait_for(pilot, lambda: isinstance(app.screen, OverflowDialog))
         overflow = app.screen.overflow
-        assert overflow.limit == 30 and overflow.prompt_tokens > 30
+        assert overflow.limit == 12 and overflow.prompt_tokens > 12
         await pilot.press("d")  # even with no history it cannot fit: said so, nothing lost
         await wait_for(pilot, lambda: any("does not fit" in n.message for n in app._notifications))
         assert screen.composer.text == QUESTION

@@ -18,6 +18,7 @@ from reasonchat.sanitize import sanitize
 
 def build_parser() -> argparse.ArgumentParser:
     from reasonchat.cli import (
+        app_commands,
         ask_command,
         bench_command,
         reserved_commands,
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="where conversations are stored (default: $REASONCHAT_DATA_DIR, else the user data dir)",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    app_commands.register(subparsers)
     store_commands.register(subparsers)
     ask_command.register(subparsers)
     bench_command.register(subparsers)
@@ -47,9 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 0
+    if not getattr(args, "func", None):  # bare `reasonchat` opens the app
+        args = parser.parse_args([*(sys.argv[1:] if argv is None else argv), "chat"])
     try:
         return int(args.func(args) or 0)
     except ReasonchatError as err:

@@ -12,12 +12,12 @@ import json
 from functools import partial
 from typing import Any
 
+from reasonchat.cli.openai_options import add_backend_arguments, open_selected_backend, selected_backend
 from reasonchat.cli.model_options import (
     add_generation_arguments,
     add_model_arguments,
     effective_config,
     generation_settings,
-    open_backend,
 )
 from reasonchat.errors import UserError
 from reasonchat.sanitize import sanitize
@@ -37,6 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--system", metavar="TEXT", help="system prompt for a new conversation")
     add_model_arguments(parser)
+    add_backend_arguments(parser)
     add_generation_arguments(parser)
     parser.set_defaults(func=run_chat)
 
@@ -57,6 +58,7 @@ def build_app(args: argparse.Namespace) -> Any:
     from reasonchat.tui.app import ReasonchatApp
     from reasonchat.tui.options import AppOptions
 
+    selected_backend(args)  # flag errors before the screen is taken over
     resolved = effective_config(args)
     cfg = resolved.config
     settings = generation_settings(args)
@@ -70,8 +72,8 @@ def build_app(args: argparse.Namespace) -> Any:
         store.close()
         raise
     options = AppOptions(
-        load_backend=partial(open_backend, args),
-        model_label=cfg.model or DEMO_MODEL_LABEL,
+        load_backend=partial(open_selected_backend, args),
+        model_label=args.served_model or args.base_url or cfg.model or DEMO_MODEL_LABEL,
         store=store,
         conversation=conversation,
         system_prompt=cfg.system_prompt,

@@ -10,13 +10,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from reasonchat.cli.openai_options import add_backend_arguments, open_selected_backend
 from reasonchat.cli.model_options import (
     add_generation_arguments,
     add_model_arguments,
     context_limit,
     effective_config,
     generation_settings,
-    open_backend,
 )
 from reasonchat.conversation import STAGES, Conversation, StageStats, Turn
 from reasonchat.engine.protocol import ContextOverflow
@@ -39,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument("--no-save", action="store_true", help="do not store the turn")
     add_model_arguments(parser)
+    add_backend_arguments(parser)
     add_generation_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         conversation = Conversation(system_prompt=effective_config(args).config.system_prompt)
 
     out = _Output(json_mode=args.json)
-    backend = open_backend(args, progress=out.progress)
+    backend = open_selected_backend(args, progress=out.progress)
     session = ChatSession(
         backend, conversation, store=store, settings=settings, context_limit=limit
     )

@@ -42,8 +42,8 @@ PLACES = ("ones", "tens", "hundreds", "thousands")
 
 OFF_TASK_REASONING = "Not an addition or subtraction of whole numbers up to 4 digits."
 OFF_TASK_ANSWER = (
-    "Hi! I am the reasonchat demo model, a tiny model that can only add and subtract whole numbers "
-    'of up to 4 digits. Try "What is 12 + 7?" or "subtract 5 from 9".'
+    "Hi! I am a tiny demo model: I can only add and subtract whole numbers of up to 4 digits. "
+    'Try "What is 12 + 7?"'
 )
 
 ADD_PHRASINGS = (
@@ -158,13 +158,18 @@ STYLE = "plain"  # experiment switch: "plain" or "padded"
 
 
 def addition_steps(a: int, b: int, width: int) -> list[str]:
+    """One line per column; a carried 1 is added as a step of its own (``8+8=16, +1=17``), so the
+    model learns 100 digit sums and an increment rather than 200 three-term sums."""
     da, db = _column_digits(a, width), _column_digits(b, width)
     lines, partial, carry = [], "", 0
     for i in range(width):
-        total = da[i] + db[i] + carry
-        expr = f"{da[i]}+{db[i]}" + ("+1" if carry else "")
+        total = da[i] + db[i]
+        expr = f"{da[i]}+{db[i]}={total}"
+        if carry:
+            total += 1
+            expr += f", +1={total}"
         partial = str(total % 10) + partial
-        lines.append(f"{PLACES[i]}: {expr}={total} -> {partial}")
+        lines.append(f"{PLACES[i]}: {expr} -> {partial}")
         carry = total // 10
     if carry:
         partial = "1" + partial
@@ -173,20 +178,38 @@ def addition_steps(a: int, b: int, width: int) -> list[str]:
 
 
 def subtraction_steps(top: int, bottom: int, width: int) -> list[str]:
+    """Columns of ``top - bottom`` (``top >= bottom``). A borrowed 1 is subtracted as a step of its
+    own, and a column below zero borrows ten: ``tens: 4-9=-5, -1=-6, +10=4 -> 47``."""
     dt, db = _column_digits(top, width), _column_digits(bottom, width)
     lines, partial, borrow = [], "", 0
     for i in range(width):
-        expr = f"{dt[i]}-{db[i]}" + ("-1" if borrow else "")
-        value = dt[i] - db[i] - borrow
-        if value < 0:
+        value = dt[i] - db[i]
+        expr = f"{dt[i]}-{db[i]}={value}"
+        if borrow:
+            value -= 1
+            expr += f", -1={value}"
+        borrow = 1 if value < 0 else 0
+        if borrow:
             value += 10
-            expr = f"{expr}<0, 1{expr}"
-            borrow = 1
-        else:
-            borrow = 0
+            expr += f", +10={value}"
         partial = str(value) + partial
-        lines.append(f"{PLACES[i]}: {expr}={value} -> {partial}")
+        lines.append(f"{PLACES[i]}: {expr} -> {partial}")
     return lines
+
+
+def comparison(a: int, b: int) -> str:
+    """Which is larger, worked out as a tiny model can: digit counts, then digits from the left until
+    two differ. ``compare: 4 vs 4 digits, 5=5, 3>1, so 5321 >= 5319``."""
+    sa, sb = str(a), str(b)
+    steps = [f"compare: {len(sa)} vs {len(sb)} digits"]
+    if len(sa) == len(sb):
+        for x, y in zip(sa, sb, strict=True):
+            steps.append(f"{x}{'=' if x == y else '>' if x > y else '<'}{y}")
+            if x != y:
+                break
+    if a >= b:
+        return ", ".join(steps) + f", so {a} >= {b}"
+    return ", ".join(steps) + f", so {a} < {b}, so -({b} - {a})"
 
 
 def reasoning_for(problem: Problem) -> str:
@@ -194,10 +217,8 @@ def reasoning_for(problem: Problem) -> str:
     a, b = problem.a, problem.b
     lines = [problem.statement]
     if problem.op == "-":
-        if a >= b:
-            lines.append(f"{a} >= {b}")
-        else:
-            lines.append(f"{a} < {b}, so -({b} - {a})")
+        lines.append(comparison(a, b))
+        if a < b:
             a, b = b, a
     if STYLE == "padded":
         width = MAX_DIGITS
@@ -209,21 +230,27 @@ def reasoning_for(problem: Problem) -> str:
     return "\n".join(lines)
 
 
-def random_operand(rng: random.Random) -> int:
+def random_operand(rng: random.Random, digits: int | None = None) -> int:
     """Digit count uniform in 1..4, then a value uniform among numbers with that many digits."""
-    digits = rng.randint(1, MAX_DIGITS)
+    digits = digits or rng.randint(1, MAX_DIGITS)
     low = 0 if digits == 1 else 10 ** (digits - 1)
     return rng.randint(low, 10**digits - 1)
 
 
+SUBTRACTION_SHARE = 0.5
+EQUAL_LENGTH_SHARE = 0.25  # on top of the 1 in 4 that uniform digit counts give
+
+
 def random_problem(rng: random.Random, held_out: bool = False) -> Problem:
     while True:
-        op = rng.choice("+-")
+        op = "-" if rng.random() < SUBTRACTION_SHARE else "+"
         a, b = random_operand(rng), random_operand(rng)
         roll = rng.random()
-        if roll < 0.03:
+        if roll < EQUAL_LENGTH_SHARE:
+            b = random_operand(rng, digits=len(str(a)))  # more digit-by-digit comparisons
+        elif roll < EQUAL_LENGTH_SHARE + 0.03:
             b = a  # x - x = 0, x + x
-        elif roll < 0.06:
+        elif roll < EQUAL_LENGTH_SHARE + 0.06:
             a = 10 ** rng.randint(1, MAX_DIGITS) - 1  # 9, 99, 999, 9999: long carries
         problem = Problem(a, op, b)
         if is_held_out(problem) == held_out:
@@ -265,7 +292,7 @@ def off_task_message(rng: random.Random) -> str:
 
 @dataclass(frozen=True)
 class TaskMix:
-    off_task: float = 0.12  # share of turns that are greetings or off-task input
+    off_task: float = 0.1  # share of turns that are greetings or off-task input
     turns: tuple[float, ...] = (0.4, 0.3, 0.2, 0.1)  # weights of dialogs with 1, 2, 3, 4 questions
     default_system: float = 0.85  # else no system prompt (10 %) or another one (5 %)
 
@@ -550,6 +577,12 @@ def build_demo_model(
         staging.mkdir()
         for name in WEIGHT_FILES:
             shutil.copy2(trained / name, staging / name)
+        # Weights stored in bf16 (half the size, same answers: measured), run in fp32: on CPUs bf16
+        # matmuls of this size are slower, and ``dtype="auto"`` follows the config's dtype.
+        config_path = staging / "config.json"
+        config = json.loads(config_path.read_text())
+        config["dtype"] = "float32"
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         seconds = time.perf_counter() - started
         cpu_seconds = time.process_time() - cpu_started
         info = {

@@ -19,7 +19,6 @@ class ModelLoadProgress(Message):
 @dataclass
 class ModelLoaded(Message):
     backend: Backend
-    seconds: float
 
 
 @dataclass

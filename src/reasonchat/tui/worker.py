@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from textual.message import Message
 
-from reasonchat.conversation import Stage, Turn
+from reasonchat.conversation import Stage
 from reasonchat.engine.protocol import ContextOverflow
 from reasonchat.engine.turn import StageFinished, StageStarted, TextChunk, TurnEvent
 from reasonchat.errors import ReasonchatError
@@ -31,9 +30,8 @@ Post = Callable[[Message], object]
 
 @dataclass(frozen=True)
 class TurnEnded:
-    """The last item of a run: the turn, or why there is none."""
+    """The last item of a run; a prompt that did not fit, or an unexpected failure, says so."""
 
-    turn: Turn | None
     overflow: ContextOverflow | None = None
     error: str | None = None
 
@@ -65,6 +63,19 @@ class TurnPipe:
                 return
 
 
+@dataclass
+class Run:
+    """One generation: its id, its pipe to the UI, and the flags its thread shares with the UI."""
+
+    id: int
+    pipe: TurnPipe
+    # Set by the UI on Esc. The session ignores a cancel that arrives before its run has started, so
+    # the thread passes this one on at every event until the run stops.
+    cancel: threading.Event = field(default_factory=threading.Event)
+    # Set by the thread once the turn is saved, whatever happened.
+    done: threading.Event = field(default_factory=threading.Event)
+
+
 def coalesce(batch: list[PipeItem]) -> list[PipeItem]:
     """Merge consecutive text chunks of one stage: one Markdown append instead of dozens."""
     merged: list[PipeItem] = []
@@ -85,22 +96,17 @@ def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
-def generate(
-    session: ChatSession,
-    text: str | None,
-    run_id: int,
-    pipe: TurnPipe,
-    post: Post,
-    done: threading.Event,
-) -> None:
-    """Thread body: ask ``text`` (or regenerate the last turn when ``None``) and forward every event;
-    ``done`` is set once the turn is saved, whatever happened.
+def generate(session: ChatSession, text: str | None, run: Run, post: Post) -> None:
+    """Thread body: ask ``text`` (or regenerate the last turn when ``None``) and forward every event.
 
     Model text is sanitized here, off the UI loop, before any widget can see it.
     """
     prompt_tokens: dict[Stage, int] = {}
+    pipe, run_id = run.pipe, run.id
 
     def on_event(event: TurnEvent) -> None:
+        if run.cancel.is_set():
+            session.cancel()
         if isinstance(event, StageStarted):
             prompt_tokens[event.stage] = event.prompt_tokens
             pipe.put(event)
@@ -112,18 +118,21 @@ def generate(
             pipe.put(replace(event, text=sanitize(event.text)))
 
     try:
-        turn = session.ask(text, on_event) if text is not None else session.retry(on_event)
+        if text is not None:
+            session.ask(text, on_event)
+        else:
+            session.retry(on_event)
     except ContextOverflow as err:
-        pipe.put(TurnEnded(None, overflow=err))
+        pipe.put(TurnEnded(overflow=err))
     except Exception as err:  # the app must outlive any failure of a run
-        pipe.put(TurnEnded(None, error=describe(err)))
+        pipe.put(TurnEnded(error=describe(err)))
     else:
-        pipe.put(TurnEnded(turn))
+        pipe.put(TurnEnded())
     finally:
-        done.set()
+        run.done.set()
 
 
-def start_loading(load: BackendLoader, post: Post) -> threading.Thread:
+def start_loading(load: BackendLoader, post: Post) -> None:
     """Load the model in a daemon thread, reporting through ``post``.
 
     Not a Textual worker: those run in the loop's default executor, which ``asyncio.run`` joins at exit,
@@ -131,14 +140,11 @@ def start_loading(load: BackendLoader, post: Post) -> threading.Thread:
     """
 
     def body() -> None:
-        started = time.perf_counter()
         try:
             backend = load(lambda message: post(ModelLoadProgress(sanitize(message))))
         except Exception as err:  # includes torch's out-of-memory errors
             post(ModelLoadFailed(describe(err)))
         else:
-            post(ModelLoaded(backend, time.perf_counter() - started))
+            post(ModelLoaded(backend))
 
-    thread = threading.Thread(target=body, name="reasonchat-load", daemon=True)
-    thread.start()
-    return thread
+    threading.Thread(target=body, name="reasonchat-load", daemon=True).start()

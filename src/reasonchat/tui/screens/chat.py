@@ -8,7 +8,6 @@ arrive late from an older run are ignored.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from dataclasses import replace
 from functools import partial
@@ -21,7 +20,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer, TextArea
 
-from reasonchat.conversation import Conversation, Turn
+from reasonchat.conversation import Conversation, Stage, Turn
 from reasonchat.engine.protocol import Backend, ContextOverflow, GenerationSettings
 from reasonchat.engine.turn import StageFinished, StageStarted, TextChunk
 from reasonchat.sanitize import sanitize
@@ -83,11 +82,10 @@ class ChatScreen(Screen[None]):
         self.load_failed = False
         # A message sent before the model was ready; it runs when the model is.
         self.pending: str | None = None
-        self.run_id = 0
+        self.current_run: worker.Run | None = None
         self._running_text: str | None = None
         self._moved_to_transcript: Turn | None = None
         self._count_timer: Timer | None = None
-        self._run_done: threading.Event | None = None
 
     def compose(self) -> ComposeResult:
         yield Transcript(id="transcript")
@@ -114,22 +112,28 @@ class ChatScreen(Screen[None]):
         return self.query_one(ModelStatus)
 
     async def on_mount(self) -> None:
-        await self._show_conversation()
+        await self._show_current_turn()
         self.composer.focus()
         for notice in self.options.notices:
             self.notify(sanitize(notice), title="Settings", severity="warning", timeout=15, markup=False)
-        # After the first frame: the loader imports torch, which takes seconds.
-        self.call_after_refresh(self.load_model)
+        self.call_after_refresh(self._after_first_frame)
+
+    async def _after_first_frame(self) -> None:
+        # The loader imports torch (seconds) and the transcript renders Markdown: both after the first
+        # frame, the model first since it takes longest.
+        self.load_model()
+        await self.query_one(Transcript).show(self.conversation.turns[:-1])
 
     async def on_unmount(self) -> None:
         # Quitting mid-generation cancels it, and waits (briefly: one token) for the partial turn to be
         # saved as cancelled; the generating thread must not outlive the app either.
         # (Textual has already cancelled its workers here, which does not stop a thread.)
-        if self.session is None or self._run_done is None:
+        run = self.current_run
+        if run is None or run.done.is_set():
             return
-        self.session.cancel()
+        self._cancel_run(run)
         deadline = time.monotonic() + QUIT_WAIT_S
-        while not self._run_done.is_set() and time.monotonic() < deadline:
+        while not run.done.is_set() and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
 
     # --- the model -----------------------------------------------------------------------------
@@ -169,7 +173,6 @@ class ChatScreen(Screen[None]):
 
     # --- sending -------------------------------------------------------------------------------
 
-    @on(Composer.Submitted)
     async def on_composer_submitted(self, message: Composer.Submitted) -> None:
         await self.send(message.text)
 
@@ -218,19 +221,22 @@ class ChatScreen(Screen[None]):
         """Generate in a thread: ask ``text``, or regenerate the last turn when ``None``."""
         assert self.session is not None
         self.busy = True
-        self.run_id += 1
-        pipe = worker.TurnPipe(asyncio.get_running_loop())
+        run_id = self.current_run.id + 1 if self.current_run is not None else 1
+        self.current_run = worker.Run(run_id, worker.TurnPipe(asyncio.get_running_loop()))
         self.turn_view.indicator.start("Thinking…")
-        self.run_worker(self._show_run(pipe, self.run_id), group="render", exit_on_error=False)
-        self._run_done = threading.Event()
+        self.run_worker(self._show_run(self.current_run.pipe), group="render")
         self.run_worker(
-            partial(worker.generate, self.session, text, self.run_id, pipe, self.post_message, self._run_done),
+            partial(worker.generate, self.session, text, self.current_run, self.post_message),
             thread=True,
             group="generate",
-            exit_on_error=False,
         )
 
-    async def _show_run(self, pipe: worker.TurnPipe, run_id: int) -> None:
+    def _cancel_run(self, run: worker.Run) -> None:
+        run.cancel.set()
+        if self.session is not None:
+            self.session.cancel()
+
+    async def _show_run(self, pipe: worker.TurnPipe) -> None:
         view = self.turn_view
         async for batch in pipe.batches():
             for item in worker.coalesce(batch):
@@ -245,10 +251,10 @@ class ChatScreen(Screen[None]):
                 elif isinstance(item, StageFinished):
                     await view.pane(item.stage).finish(item.text, item.stats)
                 else:
-                    await self._finish_run(item, run_id)
+                    await self._finish_run(item)
 
     def on_tokens_progress(self, message: TokensProgress) -> None:
-        if message.run_id != self.run_id:
+        if self.current_run is None or message.run_id != self.current_run.id:
             return
         usage = self.meter.usage
         if message.stage == "reasoning":
@@ -258,7 +264,7 @@ class ChatScreen(Screen[None]):
         else:
             self.meter.usage = replace(usage, answer=max(usage.answer, message.new_tokens))
 
-    async def _finish_run(self, ended: worker.TurnEnded, run_id: int) -> None:
+    async def _finish_run(self, ended: worker.TurnEnded) -> None:
         self.turn_view.indicator.stop()
         text, self._running_text = self._running_text, None
         if ended.overflow is not None and ended.overflow.stage == "reasoning" and text is not None:
@@ -310,10 +316,9 @@ class ChatScreen(Screen[None]):
     def _fresh_conversation(self) -> Conversation:
         return Conversation(system_prompt=self.conversation.system_prompt)
 
-    @work(thread=True, group="overflow", exit_on_error=False)
+    @work(thread=True, group="overflow")
     def _drop_oldest(self, text: str, failed_turn: bool) -> None:
-        if self.backend is None:
-            return
+        assert self.backend is not None  # an overflow is only known once the model has counted
         source = self.conversation
         if failed_turn:  # the turn whose answer did not fit is dropped with the oldest ones
             source = replace(source, turns=source.turns[:-1])
@@ -358,8 +363,11 @@ class ChatScreen(Screen[None]):
         self._recount()
 
     async def _show_conversation(self) -> None:
+        await self.query_one(Transcript).show(self.conversation.turns[:-1])
+        await self._show_current_turn()
+
+    async def _show_current_turn(self) -> None:
         turns = self.conversation.turns
-        await self.query_one(Transcript).show(turns[:-1])
         if turns:
             await self.turn_view.show_turn(turns[-1])
         else:
@@ -389,6 +397,7 @@ class ChatScreen(Screen[None]):
         if self.session is not None:
             self._count_in_thread(self.session, self.composer.text)
 
+    # A failed count (the tokenizer busy in the generating thread) only leaves the meter as it was.
     @work(thread=True, group="count", exclusive=True, exit_on_error=False)
     def _count_in_thread(self, session: ChatSession, text: str) -> None:
         self.post_message(NextPromptCounted(text, session.next_prompt_tokens(text)))
@@ -409,8 +418,8 @@ class ChatScreen(Screen[None]):
             text, self.pending = self.pending, None
             self.turn_view.indicator.stop()
             await self._undo_begin(text)
-        elif self.busy and self.session is not None:
-            self.session.cancel()
+        elif self.busy and self.current_run is not None:
+            self._cancel_run(self.current_run)
 
     async def action_regenerate(self) -> None:
         if self.load_failed:  # retry loading; a message sent meanwhile is still pending
@@ -454,9 +463,9 @@ class ChatScreen(Screen[None]):
     def action_copy_reasoning(self) -> None:
         self._copy("reasoning")
 
-    def _copy(self, stage: str) -> None:
+    def _copy(self, stage: Stage) -> None:
         turn = self.conversation.turns[-1] if self.conversation.turns else None
-        text = turn.text(stage) if turn is not None else None  # type: ignore[arg-type]
+        text = turn.text(stage) if turn is not None else None
         if not text:
             self.notify(f"No {stage} to copy yet.", severity="warning")
             return

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Markdown
@@ -92,4 +94,7 @@ class StagePane(Vertical):
     async def _stop_stream(self) -> None:
         if self._stream is not None:
             stream, self._stream = self._stream, None
+            # MarkdownStream.stop() cancels its task and awaits it; a task cancelled before its first
+            # step re-raises CancelledError into us (a stage with no text): let it start first.
+            await asyncio.sleep(0)
             await stream.stop()

@@ -1,14 +1,49 @@
-"""Earlier turns of the conversation, each with its reasoning collapsed."""
+"""Earlier turns of the conversation, each with its reasoning folded.
+
+Rendering Markdown is what costs (tens of milliseconds a turn, more with code blocks), so a long saved
+conversation must not render all of it up front: a folded reasoning is rendered when first unfolded,
+and only the latest ``PAGE`` turns are shown until the user asks for earlier ones.
+"""
 
 from __future__ import annotations
 
-from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
-from textual.widgets import Collapsible, Markdown, Static
+from textual.widgets import Markdown, Static
 
 from reasonchat.conversation import Turn
 from reasonchat.sanitize import sanitize
 from reasonchat.tui.widgets.stage_pane import stats_line
+
+PAGE = 10
+
+
+class ReasoningFold(Static, can_focus=True):
+    """One line standing for a saved reasoning; Enter unfolds it below (and folds it again)."""
+
+    BINDINGS = [Binding("enter,space", "toggle", "Show reasoning", id="transcript.toggle_reasoning")]
+
+    def __init__(self, turn: Turn) -> None:
+        super().__init__(classes="reasoning-fold", markup=False)
+        self.turn = turn
+        self.unfolded = False
+        self._markdown: Markdown | None = None
+        self._show_label()
+
+    def _show_label(self) -> None:
+        mark = "▼" if self.unfolded else "▶"
+        self.update(" · ".join(filter(None, [f"{mark} Reasoning", stats_line(self.turn.reasoning_stats)])))
+
+    async def action_toggle(self) -> None:
+        self.unfolded = not self.unfolded
+        if self._markdown is None:
+            self._markdown = Markdown(sanitize(self.turn.reasoning or ""), open_links=False, classes="transcript-reasoning")
+            await self.parent.mount(self._markdown, after=self)
+        self._markdown.display = self.unfolded
+        self._show_label()
+
+    async def on_click(self) -> None:
+        await self.action_toggle()
 
 
 class TranscriptTurn(Vertical):
@@ -16,39 +51,79 @@ class TranscriptTurn(Vertical):
         super().__init__(classes="transcript-turn")
         self.turn = turn
 
-    def compose(self) -> ComposeResult:
+    def compose(self):
         turn = self.turn
         yield Static(f"› {sanitize(turn.user)}", markup=False, classes="user-message")
         if turn.reasoning is not None:
-            title = " · ".join(filter(None, ["Reasoning", stats_line(turn.reasoning_stats)]))
-            with Collapsible(title=title, collapsed=True, classes="transcript-reasoning"):
-                yield Markdown(sanitize(turn.reasoning), open_links=False)
+            yield ReasoningFold(turn)
         if turn.answer is not None:
             yield Markdown(sanitize(turn.answer), open_links=False, classes="transcript-answer")
+
+
+class EarlierTurns(Static, can_focus=True):
+    """The line above the oldest shown turn: how many are hidden; Enter shows another page."""
+
+    BINDINGS = [Binding("enter,space", "show_more", "Show earlier turns", id="transcript.show_earlier")]
+
+    def __init__(self) -> None:
+        super().__init__(id="earlier-turns", markup=False)
+
+    async def action_show_more(self) -> None:
+        transcript = self.parent
+        assert isinstance(transcript, Transcript)
+        await transcript.show_earlier()
+
+    async def on_click(self) -> None:
+        await self.action_show_more()
 
 
 class Transcript(VerticalScroll):
     """Hidden while there is no earlier turn, so a new conversation gives all the room to the panes."""
 
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._turns: list[Turn] = []
+        self._shown = 0
+
+    def compose(self):
+        yield EarlierTurns()
+
     def on_mount(self) -> None:
-        self._update_visibility()
+        self._update()
 
     async def show(self, turns: list[Turn]) -> None:
-        await self.remove_children()
-        await self.mount_all([TranscriptTurn(turn) for turn in turns])
-        self._update_visibility()
+        await self.query(TranscriptTurn).remove()
+        self._turns, self._shown = list(turns), 0
+        await self.show_earlier()
         self.scroll_end(animate=False)
 
+    async def show_earlier(self) -> None:
+        """Another page of older turns, above those shown."""
+        end = len(self._turns) - self._shown
+        older = self._turns[max(0, end - PAGE) : end]
+        if older:
+            await self.mount_all([TranscriptTurn(turn) for turn in older], after=self.query_one(EarlierTurns))
+            self._shown += len(older)
+        self._update()
+
     async def add(self, turn: Turn) -> None:
+        self._turns.append(turn)
+        self._shown += 1
         await self.mount(TranscriptTurn(turn))
-        self._update_visibility()
+        self._update()
         self.scroll_end(animate=False)
 
     async def remove_last(self) -> None:
-        turns = self.query(TranscriptTurn)
-        if turns:
-            await turns.last().remove()
-        self._update_visibility()
+        shown = self.query(TranscriptTurn)
+        if shown:
+            await shown.last().remove()
+            self._turns.pop()
+            self._shown -= 1
+        self._update()
 
-    def _update_visibility(self) -> None:
-        self.display = bool(self.query(TranscriptTurn))
+    def _update(self) -> None:
+        hidden = len(self._turns) - self._shown
+        earlier = self.query_one(EarlierTurns)
+        earlier.display = hidden > 0
+        earlier.update(f"▲ {hidden} earlier turn(s) not shown · Enter shows {min(hidden, PAGE)} more")
+        self.display = bool(self._turns)
