@@ -36,7 +36,7 @@ def test_reasoning_examples() -> None:
         "48 + 84\nones: 8+4=12 -> 2\ntens: 4+8=12, +1=13 -> 32\ncarry: 1 -> 132\nresult: 132"
     )
     assert reasoning_for(Problem(52, "-", 17)) == (
-        "52 - 17\ncompare: 2 vs 2 digits, 5>1, so 52 >= 17\nones: 2-7=-5, +10=5 -> 5\n"
+        "52 - 17\ncompare: 2 vs 2 digits, 5 vs 1: >, so 52 >= 17\nones: 2-7=-5, +10=5 -> 5\n"
         "tens: 5-1=4, -1=3 -> 35\nresult: 35"
     )
     assert reasoning_for(Problem(7, "-", 12)) == (
@@ -91,9 +91,11 @@ def test_every_column_line_is_right() -> None:
 
 
 def test_comparisons() -> None:
-    assert comparison(5321, 5319) == "compare: 4 vs 4 digits, 5=5, 3=3, 2>1, so 5321 >= 5319"
-    assert comparison(49, 49) == "compare: 2 vs 2 digits, 4=4, 9=9, so 49 >= 49"
-    assert comparison(3278, 5768) == "compare: 4 vs 4 digits, 3<5, so 3278 < 5768, so -(5768 - 3278)"
+    assert comparison(5321, 5319) == (
+        "compare: 4 vs 4 digits, 5 vs 5: =, 3 vs 3: =, 2 vs 1: >, so 5321 >= 5319"
+    )
+    assert comparison(49, 49) == "compare: 2 vs 2 digits, 4 vs 4: =, 9 vs 9: =, so 49 >= 49"
+    assert comparison(3278, 5768) == "compare: 4 vs 4 digits, 3 vs 5: <, so 3278 < 5768, so -(5768 - 3278)"
     rng = random.Random(4)
     for _ in range(2000):
         a, b = rng.randint(0, 9999), rng.randint(0, 9999)
@@ -257,3 +259,23 @@ def test_missing_weights_say_how_to_rebuild(monkeypatch: pytest.MonkeyPatch, tmp
     with pytest.raises(UserError, match="demo-model build"):
         demo.model_dir()
     assert demo.model_dir(check=False) == tmp_path / "gone"
+
+
+def test_cli_demo_model_eval(capsys: pytest.CaptureFixture[str]) -> None:
+    from reasonchat.cli import training_commands
+
+    parser = argparse.ArgumentParser()
+    training_commands.register(parser.add_subparsers())
+    args = parser.parse_args(["demo-model", "eval", "--dialogs", "2", "--turns", "2", "--off-task", "1"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "turn 2" in out and "PASS" in out
+
+
+def test_ask_without_model_uses_the_demo_model(capsys: pytest.CaptureFixture[str]) -> None:
+    from reasonchat.cli import main
+
+    assert main(["ask", "--no-save", "--json", "--threads", "1", "What is 12 + 7?"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["answer"] == "12 + 7 = 19"
+    assert data["reasoning"].endswith("result: 19")

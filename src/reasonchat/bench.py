@@ -9,22 +9,16 @@ streaming path on the same prompt and token count.
 
 from __future__ import annotations
 
-import random
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from reasonchat.conversation import Conversation, Stage, Turn
+from reasonchat.conversation import Conversation, Stage
+from reasonchat.engine.bench_history import synthetic_conversation
 from reasonchat.engine.protocol import GenerationSettings, StageRequest
 from reasonchat.engine.transformers_backend import TransformersBackend
-
-_WORDS = (
-    "model cache token prompt answer reason column carry digit number sum question history turn "
-    "stage stream terminal window pane meter limit budget engine layer vector weight matrix value "
-    "first second third because therefore so then next finally result check again"
-).split()
 
 Report = Callable[[str], None]
 
@@ -135,23 +129,6 @@ def machine_info() -> dict[str, Any]:
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
-
-
-def synthetic_conversation(backend: TransformersBackend, history_tokens: int, seed: int = 0) -> Conversation:
-    """Complete turns of filler text until the next reasoning prompt is about ``history_tokens`` long."""
-    rng = random.Random(seed)
-
-    def sentence(n: int) -> str:
-        return " ".join(rng.choice(_WORDS) for _ in range(n)).capitalize() + "."
-
-    conversation = Conversation(id=f"bench-{history_tokens}-{seed}")
-    while True:
-        turn = conversation.add_turn(" ".join(sentence(12) for _ in range(2)) + " Why?")
-        turn.reasoning = "\n".join(sentence(16) for _ in range(6))
-        turn.answer = " ".join(sentence(14) for _ in range(4))
-        if backend.count_tokens(conversation.stage_prompt(len(conversation.turns) - 1, "reasoning")) >= history_tokens:
-            conversation.turns[-1] = Turn(user="Summarise our conversation so far in a few sentences.")
-            return conversation
 
 
 class Bench:

@@ -10,7 +10,6 @@ Times include the HTTP round trip, as a user sees them.
 
 from __future__ import annotations
 
-import random
 import statistics
 import time
 import uuid
@@ -18,16 +17,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from reasonchat.conversation import Conversation, Stage, StageStats, Turn
+from reasonchat.conversation import Conversation, Stage, StageStats
+from reasonchat.engine.bench_history import synthetic_conversation
 from reasonchat.engine.openai_backend import OpenAIBackend
 from reasonchat.engine.protocol import GenerationSettings, StageRequest
 
 Report = Callable[[str], None]
 
-_WORDS = (
-    "model cache token prompt answer reason column carry digit number sum question history turn stage "
-    "stream terminal window meter limit budget server tensor pipeline layer first then next finally"
-).split()
 _MIN_DECODE_TOKENS = 8
 
 
@@ -80,22 +76,6 @@ class HttpBenchResult:
         return out
 
 
-def filler_conversation(backend: OpenAIBackend, history_tokens: int, seed: int = 0) -> Conversation:
-    """Complete turns of filler until the next reasoning prompt is about ``history_tokens`` long."""
-    rng = random.Random(seed)
-
-    def sentence(words: int) -> str:
-        return " ".join(rng.choice(_WORDS) for _ in range(words)).capitalize() + "."
-
-    conversation = Conversation(id=f"http-bench-{history_tokens}-{seed}")
-    while True:
-        turn = conversation.add_turn(" ".join(sentence(12) for _ in range(2)) + " Why?")
-        turn.reasoning = "\n".join(sentence(16) for _ in range(6))
-        turn.answer = " ".join(sentence(14) for _ in range(4))
-        prompt = conversation.stage_prompt(len(conversation.turns) - 1, "reasoning")
-        if backend.count_tokens(prompt) >= history_tokens:
-            conversation.turns[-1] = Turn(user="Summarise our conversation so far in a few sentences.")
-            return conversation
 
 
 def timed_stage(
@@ -124,7 +104,7 @@ def measure_history(
     backend: OpenAIBackend, history_tokens: int, stage_tokens: int, report: Report
 ) -> HttpHistoryResult:
     report(f"history {history_tokens:,} tokens: building the conversation")
-    conversation = filler_conversation(backend, history_tokens)
+    conversation = synthetic_conversation(backend, history_tokens, id_prefix="http-bench")
     turn = conversation.turns[-1]
     report(f"history {history_tokens:,}: stage 1 (fills the server's prefix cache)")
     _, turn.reasoning, _ = timed_stage(backend, conversation, "reasoning", stage_tokens)

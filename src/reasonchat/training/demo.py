@@ -154,11 +154,9 @@ def _column_digits(n: int, width: int) -> list[int]:
     return [(n // 10**i) % 10 for i in range(width)]
 
 
-STYLE = "plain"  # experiment switch: "plain" or "padded"
-
-
 def addition_steps(a: int, b: int, width: int) -> list[str]:
-    """One line per column; a carried 1 is added as a step of its own (``8+8=16, +1=17``), so the
+    """One line per column, each carrying the partial result (``tens: 4+8=12, +1=13 -> 32``), so the
+    result is copied, not assembled, at the end. A carried 1 is added as a step of its own (``8+8=16, +1=17``), so the
     model learns 100 digit sums and an increment rather than 200 three-term sums."""
     da, db = _column_digits(a, width), _column_digits(b, width)
     lines, partial, carry = [], "", 0
@@ -199,12 +197,13 @@ def subtraction_steps(top: int, bottom: int, width: int) -> list[str]:
 
 def comparison(a: int, b: int) -> str:
     """Which is larger, worked out as a tiny model can: digit counts, then digits from the left until
-    two differ. ``compare: 4 vs 4 digits, 5=5, 3>1, so 5321 >= 5319``."""
+    two differ, each verdict written after both digits: ``compare: 4 vs 4 digits, 5 vs 5: =,
+    3 vs 1: >, so 5321 >= 5319``."""
     sa, sb = str(a), str(b)
     steps = [f"compare: {len(sa)} vs {len(sb)} digits"]
     if len(sa) == len(sb):
         for x, y in zip(sa, sb, strict=True):
-            steps.append(f"{x}{'=' if x == y else '>' if x > y else '<'}{y}")
+            steps.append(f"{x} vs {y}: {'=' if x == y else '>' if x > y else '<'}")
             if x != y:
                 break
     if a >= b:
@@ -220,11 +219,7 @@ def reasoning_for(problem: Problem) -> str:
         lines.append(comparison(a, b))
         if a < b:
             a, b = b, a
-    if STYLE == "padded":
-        width = MAX_DIGITS
-        lines.append(f"{a:0{width}d} {problem.op} {b:0{width}d}")
-    else:
-        width = max(len(str(a)), len(str(b)))
+    width = max(len(str(a)), len(str(b)))
     lines += addition_steps(a, b, width) if problem.op == "+" else subtraction_steps(a, b, width)
     lines.append(f"result: {problem.result}")
     return "\n".join(lines)

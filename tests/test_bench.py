@@ -1,0 +1,41 @@
+"""``reasonchat bench`` runs end to end on a tiny model and reports what the issue's targets need."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from reasonchat.cli import main
+from tests.helpers.engine_fixtures import (  # noqa: F401 (fixtures)
+    byte_tokenizer_dir,
+    stopping_model_dir,
+)
+
+
+def test_bench_json_reports_history_decode_and_targets(
+    capsys: pytest.CaptureFixture[str], stopping_model_dir: Path
+) -> None:
+    code = main(
+        ["bench", "--model", str(stopping_model_dir), "--history-tokens", "200",
+         "--decode-tokens", "16", "--stage-tokens", "8", "--json"]
+    )  # fmt: skip
+    assert code == 0
+    data = json.loads(capsys.readouterr().out)
+    (history,) = data["history"]
+    assert history["history_tokens"] == 200
+    assert history["stage2_prompt_tokens"] >= 200
+    # Stage 2 follows stage 1 of the same conversation: nearly all of its prompt is cached.
+    assert history["stage2_cached_fraction"] >= 0.9
+    for key in ("naive_stage2_ttft_s", "engine_stage2_ttft_s", "naive_next_turn_ttft_s", "engine_next_turn_ttft_s"):
+        assert history[key] > 0
+    assert data["decode"]["bare_tokens_per_s"] > 0 and data["decode"]["engine_tokens_per_s"] > 0
+    assert {t["name"].split(" at ")[0] for t in data["targets"]} == {
+        "stage-2 TTFT engine/naive", "stage-2 prompt served from cache", "streaming decode / bare generate",
+    }  # fmt: skip
+
+
+def test_bench_refuses_no_cache_reuse(capsys: pytest.CaptureFixture[str], stopping_model_dir: Path) -> None:
+    assert main(["bench", "--model", str(stopping_model_dir), "--no-cache-reuse"]) == 2
+    assert "drop --no-cache-reuse" in capsys.readouterr().err
