@@ -202,13 +202,15 @@ def test_flat_example_with_own_or_no_system() -> None:
 
 
 def test_messages_example_normalises_reasoning_role() -> None:
-    history = prepare_conversation_template(
-        {"messages": [
-            {"role": "user", "content": "1"}, {"role": "reasoning", "content": "r"},
-            {"role": "assistant", "content": "a"}, {"role": "user", "content": "2"},
-            {"role": "<|reasoning|>", "content": "r2"}, {"role": "assistant", "content": "b"},
-        ]}  # fmt: skip
-    )
+    messages = [
+        {"role": "user", "content": "1"},
+        {"role": "reasoning", "content": "r"},
+        {"role": "assistant", "content": "a"},
+        {"role": "user", "content": "2"},
+        {"role": "<|reasoning|>", "content": "r2"},
+        {"role": "assistant", "content": "b"},
+    ]
+    history = prepare_conversation_template({"messages": messages})
     assert [m["role"] for m in history] == ["user", REASONING_ROLE, "assistant"] * 2
 
 
@@ -230,5 +232,5 @@ def test_messages_example_normalises_reasoning_role() -> None:
     ],
 )  # fmt: skip
 def test_bad_examples(example, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises((ValueError, TypeError), match=message):
         prepare_conversation_template(example)

@@ -46,11 +46,11 @@ def data_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def config(prepared: Path, data: Path, out: Path, **overrides) -> TrainConfig:
-    values = dict(
-        model=str(prepared), data=str(data), out=str(out), batch_size=8, max_steps=20, lr=1e-2,
-        warmup_steps=3, seed=0, eval_every=10, save_every=1000, threads=1, device="cpu",
-        progress=False, max_length=512,
-    )  # fmt: skip
+    values: dict = {
+        "model": str(prepared), "data": str(data), "out": str(out), "batch_size": 8,
+        "max_steps": 20, "lr": 1e-2, "warmup_steps": 3, "seed": 0, "eval_every": 10,
+        "save_every": 1000, "threads": 1, "device": "cpu", "progress": False, "max_length": 512,
+    }  # fmt: skip
     values.update(overrides)
     return TrainConfig(**values)
 

@@ -71,7 +71,7 @@ class JsonlDataset:
                     raise UserError(f"{self.path}:{number}: not valid JSON ({err.msg})") from None
                 try:
                     history = prepare_conversation_template(example)
-                except ValueError as err:
+                except (ValueError, TypeError) as err:
                     raise UserError(f"{self.path}:{number}: {err}") from None
                 yield number, history
 

@@ -242,7 +242,11 @@ def random_problem(rng: random.Random, held_out: bool = False) -> Problem:
         a, b = random_operand(rng), random_operand(rng)
         roll = rng.random()
         if roll < EQUAL_LENGTH_SHARE:
-            b = random_operand(rng, digits=len(str(a)))  # more digit-by-digit comparisons
+            # more digit-by-digit comparisons, a third of them with equal leading digits
+            b = random_operand(rng, digits=len(str(a)))
+            if len(str(a)) > 1 and rng.random() < 1 / 3:
+                keep = rng.randint(1, len(str(a)) - 1)
+                b = int(str(a)[:keep] + str(b)[keep:])
         elif roll < EQUAL_LENGTH_SHARE + 0.03:
             b = a  # x - x = 0, x + x
         elif roll < EQUAL_LENGTH_SHARE + 0.06:
@@ -342,7 +346,15 @@ def train_tokenizer(corpus: Iterator[str], vocab_size: int = TOKENIZER_VOCAB) ->
     differently than it was trained. So the merges are learnt with that very pre-tokenizer (digits
     split one by one, which suits column arithmetic) and then handed to ``Qwen2Tokenizer``.
     """
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from tokenizers import (
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        trainers,
+    )
     from transformers import Qwen2Tokenizer
     from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
@@ -403,7 +415,7 @@ class DemoSettings:
     """Everything that determines the demo model (with the torch version, thread count and CPU ISA)."""
 
     seed: int = 1234
-    steps: int = 800
+    steps: int = 1200
     batch_size: int = 16
     lr: float = 3e-3
     warmup_steps: int = 40
@@ -416,7 +428,7 @@ class DemoSettings:
     kv_heads: int = 2
     tokenizer_vocab: int = TOKENIZER_VOCAB
     eval_dialogs: int = 64  # eval loss during training (held-out problems)
-    eval_every: int = 100
+    eval_every: int = 200
     threads: int = 1
     mix: TaskMix = field(default_factory=TaskMix)
 

@@ -38,10 +38,11 @@ def prepare_conversation_template(example: Mapping[str, Any]) -> list[dict[str, 
     * ``{"question": ..., "reasoning": ..., "answer": ...}`` with an optional ``"system"``. Without
       ``"system"`` the default system prompt is used, as in the card; ``"system": null`` means none.
 
-    Raises ``ValueError`` with a one-line reason for anything else.
+    Raises ``TypeError`` (a value of the wrong type) or ``ValueError`` (anything else wrong) with a
+    one-line reason.
     """
     if not isinstance(example, Mapping):
-        raise ValueError(f"an example must be a JSON object, got {type(example).__name__}")
+        raise TypeError(f"an example must be a JSON object, got {type(example).__name__}")
     if "messages" in example:
         messages = example["messages"]
         if not isinstance(messages, list) or not messages:
@@ -60,10 +61,10 @@ def prepare_conversation_template(example: Mapping[str, Any]) -> list[dict[str, 
         )
     for name in _FLAT_FIELDS:
         if not isinstance(example[name], str):
-            raise ValueError(f"field {name!r} must be a string, got {type(example[name]).__name__}")
+            raise TypeError(f"field {name!r} must be a string, got {type(example[name]).__name__}")
     system = example.get("system", DEFAULT_SYSTEM_PROMPT)
     if system is not None and not isinstance(system, str):
-        raise ValueError(f"field 'system' must be a string or null, got {type(system).__name__}")
+        raise TypeError(f"field 'system' must be a string or null, got {type(system).__name__}")
     history = [] if system is None else [{"role": SYSTEM_ROLE, "content": system}]
     history += [
         {"role": USER_ROLE, "content": example["question"]},

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from reasonchat.errors import UserError
 from reasonchat.training.data import Example, JsonlDataset, batches, collate
@@ -104,7 +104,7 @@ class _StopFlag:
         self._previous: Any = None
         self._installed = False
 
-    def __enter__(self) -> _StopFlag:
+    def __enter__(self) -> Self:
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.getsignal(signal.SIGINT)
             signal.signal(signal.SIGINT, self._handle)
@@ -116,7 +116,7 @@ class _StopFlag:
             raise KeyboardInterrupt
         self.requested = True
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._installed:
             signal.signal(signal.SIGINT, self._previous)
 
@@ -501,7 +501,7 @@ class _Progress:
         self._progress: Any = None
         self._task: Any = None
 
-    def __enter__(self) -> _Progress:
+    def __enter__(self) -> Self:
         if self.enabled:
             from rich.progress import (
                 BarColumn,
@@ -538,9 +538,9 @@ class _Progress:
         else:
             self.log(message)
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
-            self._progress.__exit__(*exc)
+            self._progress.__exit__(*exc)  # type: ignore[arg-type]
 
 
 def train(config: TrainConfig, log: Log = print,
