@@ -196,14 +196,14 @@ def subtraction_steps(top: int, bottom: int, width: int) -> list[str]:
 
 
 def comparison(a: int, b: int) -> str:
-    """Which is larger, worked out as a tiny model can: digit counts, then digits from the left until
-    two differ, each verdict written after both digits: ``compare: 4 vs 4 digits, 5 vs 5: =,
-    3 vs 1: >, so 5321 >= 5319``."""
+    """Which is larger, worked out as a tiny model can: digit counts, then the digits from the left
+    subtracted until one difference is not zero (the column facts it knows already; the sign of the
+    last difference decides): ``compare: 4 vs 4 digits, 5-5=0, 3-3=0, 2-1=1, so 5321 >= 5319``."""
     sa, sb = str(a), str(b)
     steps = [f"compare: {len(sa)} vs {len(sb)} digits"]
     if len(sa) == len(sb):
         for x, y in zip(sa, sb, strict=True):
-            steps.append(f"{x} vs {y}: {'=' if x == y else '>' if x > y else '<'}")
+            steps.append(f"{x}-{y}={int(x) - int(y)}")
             if x != y:
                 break
     if a >= b:
@@ -583,7 +583,7 @@ def build_demo_model(
         staging = work / "final"
         staging.mkdir()
         for name in WEIGHT_FILES:
-            shutil.copy2(trained / name, staging / name)
+            shutil.copyfile(trained / name, staging / name)  # plain 0644-style files, as package data
         # Weights stored in bf16 (half the size, same answers: measured), run in fp32: on CPUs bf16
         # matmuls of this size are slower, and ``dtype="auto"`` follows the config's dtype.
         config_path = staging / "config.json"
