@@ -36,6 +36,15 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
+def local_time(iso: str) -> str:
+    """A stored timestamp as local ``YYYY-MM-DD HH:MM``; text that is not one (an imported file may
+    carry anything there) is shown sanitized, as it is."""
+    try:
+        return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return sanitize(iso)
+
+
 def new_id() -> str:
     return uuid.uuid4().hex[:12]
 

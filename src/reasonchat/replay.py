@@ -8,12 +8,15 @@ Each stage re-streams its recorded chunks at their recorded offsets; a stage sav
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from reasonchat.conversation import STAGES, Conversation, Stage, StageStats
 
 SPEEDS = {"1": 1.0, "2": 2.0, "4": 4.0, "instant": 0.0}
+# What the speed key steps through while a replay plays (instant is a jump to the end instead).
+SPEED_CYCLE = (1.0, 2.0, 4.0)
 TURN_GAP_S = 0.6  # between one turn's answer and the next question
 STEADY_CHARS_PER_S = 160.0  # about 40 tokens/s: a brisk but readable stream
 _WORD = re.compile(r"\S+\s*|\s+")
@@ -92,3 +95,63 @@ def duration(conversation: Conversation) -> float:
     for event in timeline(conversation):
         last = event.at_s
     return last
+
+
+def speed_label(speed: float) -> str:
+    return "instant" if speed == 0 else f"{speed:g}×"
+
+
+def next_speed(speed: float) -> float:
+    """The speed after ``speed`` in ``SPEED_CYCLE``, wrapping round."""
+    faster = [s for s in SPEED_CYCLE if s > speed]
+    return faster[0] if faster else SPEED_CYCLE[0]
+
+
+class ReplayClock:
+    """Where a replay is on its timeline (in seconds at speed 1), under pause, speed changes and jumps.
+
+    Position is kept as an anchor (position, wall time) re-taken at every change, so a speed change
+    never moves the replay backwards or forwards by itself.
+    """
+
+    def __init__(self, speed: float = 1.0, now: Callable[[], float] = time.monotonic) -> None:
+        if speed <= 0:
+            raise ValueError("a replay clock runs at a positive speed (instant is not a clock)")
+        self._now = now
+        self.speed = speed
+        self.paused = False
+        self._anchor_position = 0.0
+        self._anchor_time = now()
+
+    def position(self) -> float:
+        if self.paused:
+            return self._anchor_position
+        return self._anchor_position + (self._now() - self._anchor_time) * self.speed
+
+    def seconds_until(self, at_s: float) -> float | None:
+        """Wall-clock seconds until the timeline reaches ``at_s`` (0 if it has); None while paused."""
+        if self.paused:
+            return None
+        return max(0.0, (at_s - self.position()) / self.speed)
+
+    def _reanchor(self) -> None:
+        self._anchor_position, self._anchor_time = self.position(), self._now()
+
+    def set_speed(self, speed: float) -> None:
+        if speed <= 0:
+            raise ValueError("a replay clock runs at a positive speed")
+        self._reanchor()
+        self.speed = speed
+
+    def pause(self) -> None:
+        self._reanchor()
+        self.paused = True
+
+    def resume(self) -> None:
+        self._anchor_time = self._now()
+        self.paused = False
+
+    def jump(self, position: float) -> None:
+        """Continue from ``position`` (a skip): never backwards."""
+        self._anchor_position = max(position, self.position())
+        self._anchor_time = self._now()

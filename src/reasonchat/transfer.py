@@ -7,7 +7,10 @@ and exporting it again gives the same bytes.
 from __future__ import annotations
 
 import json
+import os
 import re
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +81,38 @@ def _stop_note(stage: str, stats: StageStats | None) -> list[str]:
 
 def _one_line(text: str) -> str:
     return " ".join(sanitize(text).split())
+
+
+# (writer, file extension) by the name users pick: ``export --format``, the app's export dialog.
+EXPORTERS: dict[str, tuple[Callable[[Conversation], str], str]] = {
+    "markdown": (to_markdown, ".md"),
+    "json": (to_json, ".json"),
+    "history": (to_history_json, ".history.json"),
+}
+
+
+def export_bytes(conv: Conversation, format_name: str) -> bytes:
+    return EXPORTERS[format_name][0](conv).encode("utf-8")
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``path`` (mode 0600) through a temporary file beside it: readers see the old file or the
+    new one, never half of it. ``UserError`` (one line) if it cannot be written."""
+    try:
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise UserError(f"cannot write {path}: {err.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException as err:
+        os.unlink(temporary)
+        if isinstance(err, OSError):
+            raise UserError(f"cannot write {path}: {err.strerror}") from None
+        raise
 
 
 # --- import --------------------------------------------------------------------------------------

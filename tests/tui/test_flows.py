@@ -16,7 +16,11 @@ from reasonchat.store import Store
 from reasonchat.tui.dialogs.error import ErrorDialog
 from reasonchat.tui.dialogs.overflow import OverflowDialog
 from reasonchat.tui.dialogs.settings import SettingsDialog
-from reasonchat.tui.screens.history import HistoryStubScreen
+from reasonchat.tui.dialogs.confirm import ConfirmDialog
+from reasonchat.tui.dialogs.export import ExportDialog
+from reasonchat.tui.dialogs.rename import RenameDialog
+from reasonchat.tui.screens.history import HistoryScreen
+from reasonchat.tui.screens.replay import ReplayScreen
 from reasonchat.tui.widgets.transcript import EarlierTurns, ReasoningFold, TranscriptTurn
 from tests.tui.helpers import (
     SMALL,
@@ -634,16 +638,6 @@ async def test_settings_dialog_changes_the_next_generation() -> None:
         assert "token limit" in screen.turn_view.pane("reasoning").border_subtitle
 
 
-async def test_history_is_a_stub_that_says_so() -> None:
-    app = make_app()
-    async with app.run_test(size=SMALL) as pilot:
-        await pilot.press("ctrl+o")
-        assert isinstance(app.screen, HistoryStubScreen)
-        assert "stub" in str(app.screen.query_one("Static").render())
-        await pilot.press("escape")
-        assert app.screen is chat(app)
-
-
 async def test_command_palette_lists_the_chat_commands() -> None:
     from textual.command import CommandList
 
@@ -670,7 +664,7 @@ async def test_every_binding_has_an_id() -> None:
 
     owners = (
         ChatScreen, Composer, ReasoningFold, EarlierTurns, OverflowDialog, ErrorDialog, SettingsDialog,
-        HistoryStubScreen,
+        HistoryScreen, ReplayScreen, ConfirmDialog, RenameDialog, ExportDialog,
     )  # fmt: skip
     for owner in owners:
         assert all(binding.id for binding in owner.BINDINGS), owner

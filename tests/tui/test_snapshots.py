@@ -159,8 +159,3 @@ def test_error_dialog(snap_compare) -> None:
 def test_settings_dialog(snap_compare) -> None:
     app = make_app(ScriptedBackend(script))
     assert snap_compare(app, terminal_size=SMALL, run_before=steady(wait_ready), press=["ctrl+g"])
-
-
-def test_history_stub(snap_compare) -> None:
-    app = make_app(ScriptedBackend(script))
-    assert snap_compare(app, terminal_size=SMALL, run_before=steady(), press=["ctrl+o"])

@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
         app_commands,
         ask_command,
         bench_command,
+        replay_command,
         reserved_commands,
         store_commands,
         training_commands,
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     ask_command.register(subparsers)
     bench_command.register(subparsers)
     training_commands.register(subparsers)
+    replay_command.register(subparsers)
     reserved_commands.register(subparsers)
     return parser
 

@@ -8,26 +8,18 @@ them.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 
 from reasonchat import paths, transfer
-from reasonchat.conversation import new_id
+from reasonchat.conversation import local_time, new_id
 from reasonchat.errors import UserError
 from reasonchat.sanitize import sanitize
 from reasonchat.store import ConversationSummary, Store
 
-EXPORTERS = {
-    "markdown": transfer.to_markdown,
-    "json": transfer.to_json,
-    "history": transfer.to_history_json,
-}
 SHORT_ID = 8
 MIN_TITLE_WIDTH = 20
 
@@ -46,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub.add_argument("id", metavar="ID", help="a conversation id, or a unique prefix of one")
     sub.add_argument(
         "--format",
-        choices=EXPORTERS,
+        choices=transfer.EXPORTERS,
         default="markdown",
         help="markdown (to read), json (the full record, for replay) or history (the model card's"
         " role/content list); default: markdown",
@@ -86,9 +78,9 @@ def _list(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     with _existing(args.data_dir, args.id) as (store, conv_id):
         conv = store.get(conv_id)
-    data = EXPORTERS[args.format](conv).encode("utf-8")
+    data = transfer.export_bytes(conv, args.format)
     if args.output:
-        _write_atomically(Path(args.output), data)
+        transfer.write_atomically(Path(args.output), data)
     else:
         _write_bytes(data)
     return 0
@@ -147,7 +139,7 @@ def _table(summaries: list[ConversationSummary]) -> str:
     indent = " " * (SHORT_ID + 2)
     for s in summaries:
         title = " ".join(sanitize(s.title).split()) or "(untitled)"
-        lines.append(_row(s.id[:SHORT_ID], _local_time(s.updated), str(s.turns), title))
+        lines.append(_row(s.id[:SHORT_ID], local_time(s.updated), str(s.turns), title))
         lines[-1] = _clip(lines[-1], len(lines[-1]) - len(title) + title_width)
         if s.snippet is not None:
             lines.append(indent + _clip(s.snippet, max(width - len(indent), MIN_TITLE_WIDTH)))
@@ -162,14 +154,6 @@ def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
 
 
-def _local_time(iso: str) -> str:
-    try:
-        return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M")
-    except ValueError:
-        # An imported file may carry any text here; show it as it is.
-        return sanitize(iso)
-
-
 def _write(text: str) -> None:
     _write_bytes(text.encode("utf-8"))
 
@@ -178,22 +162,3 @@ def _write_bytes(data: bytes) -> None:
     sys.stdout.flush()
     sys.stdout.buffer.write(data)
     sys.stdout.buffer.flush()
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write ``path`` through a temporary file beside it: readers see the old file or the new."""
-    try:
-        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as err:
-        raise UserError(f"cannot write {path}: {err.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException as err:
-        os.unlink(temporary)
-        if isinstance(err, OSError):
-            raise UserError(f"cannot write {path}: {err.strerror}") from None
-        raise

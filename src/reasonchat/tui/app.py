@@ -11,7 +11,7 @@ import os
 from textual.app import App
 
 from reasonchat.tui.clipboard import osc52, tmux_passthrough
-from reasonchat.tui.commands import ChatCommands
+from reasonchat.tui.commands import ScreenCommands
 from reasonchat.tui.options import AppOptions
 from reasonchat.tui.screens.chat import ChatScreen
 
@@ -19,10 +19,23 @@ from reasonchat.tui.screens.chat import ChatScreen
 NARROW_BELOW = 100
 
 
+def apply_theme(app: App[None], theme: str | None) -> None:
+    """The configured theme; an unknown name is a notice, not an error."""
+    if theme and theme in app.available_themes:
+        app.theme = theme
+    elif theme:
+        app.notify(
+            f"Unknown theme {theme!r}; available: {', '.join(sorted(app.available_themes))}",
+            severity="warning",
+            timeout=10,
+            markup=False,
+        )
+
+
 class ReasonchatApp(App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "reasonchat"
-    COMMANDS = App.COMMANDS | {ChatCommands}
+    COMMANDS = App.COMMANDS | {ScreenCommands}
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (NARROW_BELOW, "-wide")]
 
     def __init__(self, options: AppOptions) -> None:
@@ -33,16 +46,7 @@ class ReasonchatApp(App[None]):
         return ChatScreen(self.options)
 
     def on_mount(self) -> None:
-        theme = self.options.theme
-        if theme and theme in self.available_themes:
-            self.theme = theme
-        elif theme:
-            self.notify(
-                f"Unknown theme {theme!r}; available: {', '.join(sorted(self.available_themes))}",
-                severity="warning",
-                timeout=10,
-                markup=False,
-            )
+        apply_theme(self, self.options.theme)
 
     def copy_to_clipboard(self, text: str) -> None:
         # Textual writes a bare OSC 52, which tmux only forwards with set-clipboard on; the wrapped copy

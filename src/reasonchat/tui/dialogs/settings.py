@@ -30,7 +30,7 @@ class SettingsDialog(ModalScreen[GenerationSettings | None]):
             yield Label("Temperature (0 = greedy; empty = the checkpoint's default)")
             temperature = "" if settings.temperature is None else str(settings.temperature)
             yield Input(temperature, type="number", id="temperature")
-            yield Static("", id="settings-error", markup=False)
+            yield Static("", id="settings-error", classes="dialog-error", markup=False)
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Save (enter)", id="save", variant="primary")
                 yield Button("Cancel (esc)", id="cancel")

@@ -39,7 +39,8 @@ from reasonchat.tui.messages import (
     TurnsDropped,
 )
 from reasonchat.tui.options import AppOptions
-from reasonchat.tui.screens.history import HistoryStubScreen
+from reasonchat.tui.screens.history import HistoryOutcome, HistoryScreen
+from reasonchat.tui.screens.replay import ReplayScreen
 from reasonchat.tui.widgets.composer import Composer
 from reasonchat.tui.widgets.status_bar import ModelStatus, StatusBar
 from reasonchat.tui.widgets.token_meter import TokenMeter
@@ -67,6 +68,17 @@ class ChatScreen(Screen[None]):
         Binding("f4", "copy_reasoning", "Copy reasoning", id="copy_reasoning", show=False),
         Binding("ctrl+g", "settings", "Settings", id="settings"),
     ]
+    PALETTE: tuple[tuple[str, str, str], ...] = (
+        ("New conversation", "new_conversation", "Start over with the same system prompt"),
+        ("Open history", "open_history", "Saved conversations: search, open, replay, rename, export, delete"),
+        ("Replay this conversation", "replay_current", "Re-stream it with its recorded timing"),
+        ("Copy last answer", "copy_answer", "To the clipboard (OSC 52, works over SSH)"),
+        ("Copy last reasoning", "copy_reasoning", "To the clipboard (OSC 52, works over SSH)"),
+        ("Toggle reasoning pane", "toggle_reasoning", "Hide or show the Reasoning pane"),
+        ("Maximise reasoning pane", "maximize_reasoning", "Give the Reasoning pane the whole screen, or restore it"),
+        ("Regenerate last turn", "regenerate", "Run both stages of the last turn again (or retry loading)"),
+        ("Generation settings", "settings", "Max new tokens per stage, temperature"),
+    )
 
     busy: reactive[bool] = reactive(False, bindings=True)
 
@@ -455,7 +467,41 @@ class ChatScreen(Screen[None]):
         self.maximize(pane, container=False)
 
     def action_open_history(self) -> None:
-        self.app.push_screen(HistoryStubScreen())
+        if self.store is None:
+            self.notify("Nothing is saved in this session (no store).", severity="warning")
+            return
+        screen = HistoryScreen(self.store, current_id=self.conversation.id, busy=self.busy)
+        self.app.push_screen(screen, self._history_closed)
+
+    async def _history_closed(self, outcome: HistoryOutcome | None) -> None:
+        if outcome is None:
+            return
+        current = self.conversation
+        if current.id in outcome.renamed:
+            # The next autosave writes the whole row: it must carry the new title, not the old one.
+            current.title = outcome.renamed[current.id]
+        if outcome.action == "open" and outcome.conversation is not None:
+            if outcome.conversation.id != current.id or current.id in outcome.deleted:
+                await self._switch_to(outcome.conversation)
+                self.notify(f"Continuing {sanitize(outcome.conversation.title)!r}.", markup=False)
+        elif current.id in outcome.deleted:
+            await self._switch_to(self._fresh_conversation())
+            self.notify("The open conversation was deleted: this is a new one.")
+        if outcome.action == "replay" and outcome.conversation is not None:
+            self._replay(outcome.conversation, outcome.conversation.id[:8])
+        self.composer.focus()
+
+    def action_replay_current(self) -> None:
+        if not self.conversation.turns:
+            self.notify("Nothing to replay yet: send a message first.")
+            return
+        if self.busy:
+            self.notify(BUSY_HINT, severity="warning")
+            return
+        self._replay(self.conversation, "this conversation")
+
+    def _replay(self, conversation: Conversation, source: str) -> None:
+        self.app.push_screen(ReplayScreen(conversation, 1.0, source))
 
     def action_copy_answer(self) -> None:
         self._copy("answer")

@@ -1,0 +1,65 @@
+"""``reasonchat replay ID|FILE``: re-stream a saved conversation with its recorded timing.
+
+A file (our JSON export, or the card's history list) replays directly, without importing it; anything
+else is a saved conversation's id. Everything that can be wrong is found before the screen is taken
+over, and nothing is written: replaying never creates a database either.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from reasonchat import paths, transfer
+from reasonchat.cli.model_options import effective_config
+from reasonchat.conversation import Conversation
+from reasonchat.errors import UserError
+from reasonchat.replay import SPEEDS, parse_speed
+from reasonchat.store import Store
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "replay",
+        help="replay a saved conversation (or a json export) with its recorded timing",
+        description="Re-stream each turn through the Reasoning and Answer panes as it happened. "
+        "Needs no model. Keys: space pauses, n skips to the next turn, s changes speed, e shows the "
+        "rest at once, q quits.",
+    )
+    parser.add_argument("target", metavar="ID|FILE", help="a conversation id (or unique prefix), or a file")
+    parser.add_argument(
+        "--speed",
+        default="1",
+        choices=list(SPEEDS),
+        help="1, 2 or 4 times the recorded pace, or instant (default: 1)",
+    )
+    parser.set_defaults(func=run_replay)
+
+
+def load_target(target: str, data_dir: str | None) -> tuple[Conversation, str]:
+    """The conversation ``target`` names, and how to name its source on screen."""
+    if target == "-":
+        raise UserError("replay reads a file or an id, not stdin")
+    path = Path(target).expanduser()
+    # Ids are hex: anything with a suffix or a directory part is meant as a file.
+    if path.is_file() or path.suffix or "/" in target:
+        return transfer.load_file(path), path.name
+    database = paths.database_path(data_dir)
+    if not database.exists():
+        raise UserError(f"no conversation with id {target!r} (and no file of that name)")
+    with Store(database) as store:
+        conv_id = store.resolve(target)
+        return store.get(conv_id), conv_id[:8]
+
+
+def build_replay_app(args: argparse.Namespace):  # -> ReplayApp (textual is imported here, not above)
+    conversation, source = load_target(args.target, args.data_dir)
+    speed = parse_speed(args.speed)
+    from reasonchat.tui.replay_app import ReplayApp
+
+    return ReplayApp(conversation, speed, source, theme=effective_config(args).config.theme)
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    build_replay_app(args).run()
+    return 0

@@ -1,0 +1,249 @@
+"""A saved conversation re-streamed through the same split panes, with its recorded timing.
+
+No model and no engine: the screen walks ``replay.timeline`` on a ``ReplayClock``. Events that fall
+due together are written as one delta per stage, so a fast speed or a skip costs one Markdown write
+per stage, not one per recorded chunk. Earlier turns move to the lazy transcript as the replay goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from reasonchat.conversation import Conversation, Stage
+from reasonchat.replay import ReplayClock, ReplayEvent, next_speed, speed_label, timeline
+from reasonchat.sanitize import sanitize
+from reasonchat.tui.widgets.transcript import Transcript
+from reasonchat.tui.widgets.turn_view import TurnView
+
+# Between two paints: events due within one frame are written together.
+FRAME_S = 1 / 30
+STATUS_TICK_S = 0.25
+
+
+def clock_text(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes}:{seconds:02d}"
+
+
+class ReplayScreen(Screen[None]):
+    ESCAPE_TO_MINIMIZE = False
+    BINDINGS = [
+        Binding("space", "pause", "Pause/resume", id="replay.pause"),
+        Binding("n", "next_turn", "Next turn", id="replay.next_turn"),
+        Binding("s", "speed", "Speed", id="replay.speed"),
+        Binding("e", "to_end", "End", id="replay.to_end"),
+        Binding("ctrl+t", "toggle_reasoning", "Reasoning", id="replay.toggle_reasoning"),
+        Binding("escape,q", "close", "Close", id="replay.close"),
+    ]
+    PALETTE: tuple[tuple[str, str, str], ...] = (
+        ("Pause or resume the replay", "pause", "Space"),
+        ("Skip to the next turn", "next_turn", "The current turn is shown whole"),
+        ("Change replay speed", "speed", "1×, 2×, 4×"),
+        ("Show the whole conversation", "to_end", "Jump to the end of the replay"),
+        ("Close the replay", "close", "Esc"),
+    )
+
+    def __init__(self, conversation: Conversation, speed: float, source: str) -> None:
+        super().__init__()
+        self.conversation = conversation
+        self.instant = speed == 0
+        self.clock = ReplayClock(speed or 1.0)
+        self.source = source
+        self.events: list[ReplayEvent] = []
+        self.finished = False
+        self.shown_turn: int | None = None  # the turn in the panes
+        self._next = 0  # index of the next event to show
+        self._skip_to: int | None = None
+        self._wake = asyncio.Event()
+        self._streaming: Stage | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Transcript(id="transcript")
+        yield TurnView()
+        # Where the replay is: state, turn, speed, recorded time.
+        yield Static(id="replay-status", markup=False)
+        yield Footer(compact=True)
+
+    @property
+    def turn_view(self) -> TurnView:
+        return self.query_one(TurnView)
+
+    @property
+    def transcript(self) -> Transcript:
+        return self.query_one(Transcript)
+
+    def on_mount(self) -> None:
+        self._update_status()
+        self.set_interval(STATUS_TICK_S, self._update_status)
+        # The timeline and the first Markdown come after the first frame.
+        self.call_after_refresh(lambda: self.run_worker(self._play(), group="replay", exclusive=True))
+
+    # --- playing -------------------------------------------------------------------------------
+
+    async def _play(self) -> None:
+        if self.instant or not self.conversation.turns:
+            await self._show_all()
+            return
+        self.events = list(timeline(self.conversation))
+        # The clock starts now, with the first event, not when the screen was built.
+        paused, self.clock = self.clock.paused, ReplayClock(self.clock.speed)
+        if paused:
+            self.clock.pause()
+        while self._next < len(self.events):
+            if self._skip_to is not None:
+                await self._skip()
+                continue
+            due_at = self.events[self._next].at_s
+            wait = self.clock.seconds_until(due_at)
+            if wait is None or wait > 0:
+                await self._sleep(wait)
+                continue
+            position = self.clock.position()
+            end = self._next
+            while end < len(self.events) and self.events[end].at_s <= position:
+                end += 1
+            await self._apply(self.events[self._next : end])
+            self._next = end
+            await asyncio.sleep(FRAME_S)
+        self._finish()
+
+    async def _sleep(self, seconds: float | None) -> None:
+        """Until ``seconds`` pass (forever while paused), or a key changes the plan."""
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+
+    def _poke(self) -> None:
+        self._wake.set()
+
+    async def _skip(self) -> None:
+        target, self._skip_to = self._skip_to, None
+        assert target is not None
+        if target >= len(self.events):
+            self._next = len(self.events)
+            await self._show_all()
+            return
+        await self._apply(self.events[self._next : target])
+        self._next = target
+        self.clock.jump(self.events[target].at_s)
+
+    async def _apply(self, events: list[ReplayEvent]) -> None:
+        """Show ``events`` at once: one write per run of deltas to the same stage."""
+        pending: list[str] = []
+        for event in events:
+            if event.stage is None:
+                await self._flush(pending)
+                await self._start_turn(event.turn_index)
+                continue
+            if event.stage != self._streaming:
+                await self._flush(pending)
+                await self.turn_view.pane(event.stage).begin()
+                self._streaming = event.stage
+            if event.final:
+                pending.clear()
+                turn = self.conversation.turns[event.turn_index]
+                await self.turn_view.pane(event.stage).finish(
+                    sanitize(turn.text(event.stage) or ""), turn.stats(event.stage)
+                )
+                self._streaming = None
+            else:
+                pending.append(event.text)
+        await self._flush(pending)
+
+    async def _flush(self, pending: list[str]) -> None:
+        if pending and self._streaming is not None:
+            await self.turn_view.pane(self._streaming).write(sanitize("".join(pending)))
+        pending.clear()
+
+    async def _start_turn(self, index: int) -> None:
+        if self.shown_turn is not None:
+            await self.transcript.add(self.conversation.turns[self.shown_turn])
+        self.shown_turn = index
+        self._streaming = None
+        turn = self.conversation.turns[index]
+        await self.turn_view.start(turn.user, turn)
+        self._update_status()
+
+    async def _show_all(self) -> None:
+        """The whole conversation at once: earlier turns in the (lazy) transcript, the last in the panes."""
+        turns = self.conversation.turns
+        self._streaming = None
+        if turns:
+            await self.transcript.show(turns[:-1])
+            await self.turn_view.show_turn(turns[-1])
+            self.shown_turn = len(turns) - 1
+        self._finish()
+
+    def _finish(self) -> None:
+        self.finished = True
+        self._update_status()
+
+    # --- keys ----------------------------------------------------------------------------------
+
+    def action_pause(self) -> None:
+        if self.finished:
+            return
+        if self.clock.paused:
+            self.clock.resume()
+        else:
+            self.clock.pause()
+        self._update_status()
+        self._poke()
+
+    def action_next_turn(self) -> None:
+        if self.finished or not self.events:
+            return
+        current = self.events[max(self._next - 1, 0)].turn_index
+        self._skip_to = next(
+            (i for i in range(self._next, len(self.events))
+             if self.events[i].stage is None and self.events[i].turn_index > current),
+            len(self.events),
+        )
+        self._poke()
+
+    def action_to_end(self) -> None:
+        if self.finished:
+            return
+        self._skip_to = len(self.events)
+        self._poke()
+
+    def action_speed(self) -> None:
+        if self.finished:
+            return
+        self.clock.set_speed(next_speed(self.clock.speed))
+        self._update_status()
+        self._poke()
+
+    def action_toggle_reasoning(self) -> None:
+        self.turn_view.toggle_reasoning()
+
+    def action_close(self) -> None:
+        if len(self.app.screen_stack) > 1:
+            self.dismiss(None)
+        else:
+            self.app.exit()
+
+    # --- status --------------------------------------------------------------------------------
+
+    def _update_status(self) -> None:
+        status = self.query_one("#replay-status", Static)
+        total = len(self.conversation.turns)
+        turn = 0 if self.shown_turn is None else self.shown_turn + 1
+        if self.finished:
+            state, speed = "■ replayed", ""
+        else:
+            state = "❚❚ paused" if self.clock.paused else "▶ replaying"
+            speed = f" · {speed_label(self.clock.speed)}"
+        where = ""
+        if self.events and not self.finished:
+            where = f" · {clock_text(min(self.clock.position(), self.events[-1].at_s))}"
+            where += f" of {clock_text(self.events[-1].at_s)}"
+        title = " ".join(sanitize(self.conversation.title).split()) or "(untitled)"
+        status.update(f"{state} · turn {turn}/{total}{speed}{where} · {title} · {self.source}")
