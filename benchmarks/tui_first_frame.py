@@ -13,19 +13,16 @@ Without ``--model`` the demo model is used (it must be present).
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
-import select
 import statistics
-import struct
-import subprocess
 import sys
 import tempfile
-import termios
 import time
 from pathlib import Path
 from typing import Any
+
+from _pty import PtyRun
 
 # The child: watch for torch in sys.modules (the marks file gets the time), then run `reasonchat chat`.
 CHILD = r"""
@@ -51,45 +48,26 @@ FAILED = "✗".encode()  # the failed state's mark
 
 
 def one_run(model: str | None, size: tuple[int, int], timeout: float) -> dict[str, float]:
-    master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", size[1], size[0], 0, 0))
     with tempfile.TemporaryDirectory() as tmp:
         marks = Path(tmp) / "marks"
         env = {
             **os.environ,
-            "TERM": os.environ.get("TERM", "xterm-256color"),
             "BENCH_MARKS": str(marks),
             "REASONCHAT_DATA_DIR": str(Path(tmp) / "data"),
+            "BENCH_T0": repr(time.time()),
         }
-        argv = [sys.executable, "-c", CHILD, *(["--model", model] if model else [])]
-        started = time.time()
-        env["BENCH_T0"] = repr(started)
-        proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
-        os.close(slave)
-        seen = b""
+        run = PtyRun([sys.executable, "-c", CHILD, *(["--model", model] if model else [])], env, size)
         result: dict[str, float] = {}
         try:
-            while time.time() - started < timeout and "model_ready" not in result:
-                ready, _, _ = select.select([master], [], [], 0.05)
-                if not ready:
-                    continue
-                try:
-                    seen += os.read(master, 65536)
-                except OSError:
-                    break
-                now = time.time() - started
-                if "first_frame" not in result and FIRST_FRAME in seen:
-                    result["first_frame"] = now
-                if FAILED in seen:
+            result["first_frame"] = run.wait_for(FIRST_FRAME, timeout)
+            while READY not in run.seen:
+                if FAILED in run.seen:
                     raise RuntimeError("the model failed to load")
-                if READY in seen:
-                    result["model_ready"] = now
-            os.write(master, b"\x11")  # ctrl+q
-            proc.wait(timeout=30)
+                if run.elapsed() > timeout or not run.read():
+                    raise TimeoutError(f"the model was not ready within {timeout} s")
+            result["model_ready"] = run.elapsed()
         finally:
-            if proc.poll() is None:
-                proc.kill()
-            os.close(master)
+            run.close()
         for line in marks.read_text().splitlines():
             name, value = line.split()
             result[name] = float(value)

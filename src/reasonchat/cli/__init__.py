@@ -22,7 +22,6 @@ def build_parser() -> argparse.ArgumentParser:
         ask_command,
         bench_command,
         replay_command,
-        reserved_commands,
         store_commands,
         training_commands,
     )
@@ -44,7 +43,6 @@ def build_parser() -> argparse.ArgumentParser:
     bench_command.register(subparsers)
     training_commands.register(subparsers)
     replay_command.register(subparsers)
-    reserved_commands.register(subparsers)
     return parser
 
 
