@@ -196,7 +196,7 @@ def _register_demo(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Run held-out addition/subtraction dialogs through the engine (reasoning, then answer), "
             "turn after turn, and print exact-answer and clean-stop rates per turn. "
-            "Exit status 1 if below the bar (exact >= 98 %%, clean stops >= 99.5 %%)."
+            "Exit status 1 if below the bar (exact >= 98 %, clean stops >= 99.5 %)."
         ),
     )
     evaluate.add_argument("--model", metavar="DIR", help="default: the shipped demo model")

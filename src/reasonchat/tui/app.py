@@ -12,31 +12,16 @@ from textual.app import App
 
 from reasonchat.tui.clipboard import osc52, tmux_passthrough
 from reasonchat.tui.commands import ScreenCommands
+from reasonchat.tui.look import HORIZONTAL_BREAKPOINTS, apply_theme
 from reasonchat.tui.options import AppOptions
 from reasonchat.tui.screens.chat import ChatScreen
-
-# Below this many columns the Reasoning and Answer panes are stacked instead of side by side.
-NARROW_BELOW = 100
-
-
-def apply_theme(app: App[None], theme: str | None) -> None:
-    """The configured theme; an unknown name is a notice, not an error."""
-    if theme and theme in app.available_themes:
-        app.theme = theme
-    elif theme:
-        app.notify(
-            f"Unknown theme {theme!r}; available: {', '.join(sorted(app.available_themes))}",
-            severity="warning",
-            timeout=10,
-            markup=False,
-        )
 
 
 class ReasonchatApp(App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "reasonchat"
     COMMANDS = App.COMMANDS | {ScreenCommands}
-    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (NARROW_BELOW, "-wide")]
+    HORIZONTAL_BREAKPOINTS = HORIZONTAL_BREAKPOINTS
 
     def __init__(self, options: AppOptions) -> None:
         super().__init__()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from textual.app import App
 
 from reasonchat.conversation import Conversation
-from reasonchat.tui.app import NARROW_BELOW, apply_theme
+from reasonchat.tui.look import HORIZONTAL_BREAKPOINTS, apply_theme
 from reasonchat.tui.commands import ScreenCommands
 from reasonchat.tui.screens.replay import ReplayScreen
 
@@ -15,7 +15,7 @@ class ReplayApp(App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "reasonchat replay"
     COMMANDS = App.COMMANDS | {ScreenCommands}
-    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (NARROW_BELOW, "-wide")]
+    HORIZONTAL_BREAKPOINTS = HORIZONTAL_BREAKPOINTS
 
     def __init__(self, conversation: Conversation, speed: float, source: str, theme: str | None = None):
         super().__init__()
