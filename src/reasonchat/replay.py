@@ -68,25 +68,35 @@ def steady_chunks(text: str) -> list[tuple[float, str]]:
     return out
 
 
+def turn_events(conversation: Conversation, index: int, start_s: float = 0.0) -> list[ReplayEvent]:
+    """The events of turn ``index``, its question at ``start_s``: a player needs one turn at a time,
+    so a long conversation starts playing without building its whole timeline first."""
+    turn = conversation.turns[index]
+    clock = start_s
+    events = [ReplayEvent(clock, index, None, turn.user, final=True)]
+    for stage in STAGES:
+        text = turn.text(stage)
+        if text is None:
+            continue
+        chunks = recorded_chunks(text, turn.stats(stage)) or steady_chunks(text)
+        if not chunks:
+            events.append(ReplayEvent(clock, index, stage, "", final=True))
+            continue
+        for position, (offset, delta) in enumerate(chunks):
+            events.append(ReplayEvent(clock + offset, index, stage, delta, final=position == len(chunks) - 1))
+        clock += chunks[-1][0]
+    return events
+
+
 def timeline(conversation: Conversation, start_turn: int = 0) -> Iterator[ReplayEvent]:
     """Every event of the conversation from ``start_turn`` on, in order, at speed 1."""
     clock = 0.0
     for index in range(start_turn, len(conversation.turns)):
-        turn = conversation.turns[index]
         if index > start_turn:
             clock += TURN_GAP_S
-        yield ReplayEvent(clock, index, None, turn.user, final=True)
-        for stage in STAGES:
-            text = turn.text(stage)
-            if text is None:
-                continue
-            chunks = recorded_chunks(text, turn.stats(stage)) or steady_chunks(text)
-            if not chunks:
-                yield ReplayEvent(clock, index, stage, "", final=True)
-                continue
-            for position, (offset, delta) in enumerate(chunks):
-                yield ReplayEvent(clock + offset, index, stage, delta, final=position == len(chunks) - 1)
-            clock += chunks[-1][0]
+        events = turn_events(conversation, index, clock)
+        yield from events
+        clock = events[-1].at_s
 
 
 def duration(conversation: Conversation) -> float:

@@ -21,7 +21,7 @@ from reasonchat.tui.dialogs.export import ExportDialog
 from reasonchat.tui.dialogs.rename import RenameDialog
 from reasonchat.tui.screens.history import HistoryScreen
 from reasonchat.tui.screens.replay import ReplayScreen
-from reasonchat.tui.widgets.transcript import EarlierTurns, ReasoningFold, TranscriptTurn
+from reasonchat.tui.widgets.transcript import EarlierTurns, ReasoningFold, Transcript, TranscriptTurn
 from tests.tui.helpers import (
     SMALL,
     WIDE,
@@ -127,14 +127,37 @@ async def test_a_long_saved_conversation_shows_its_latest_turns_first(store: Sto
         screen = chat(app)
         await wait_for(pilot, lambda: screen.query(TranscriptTurn))
         shown = [t.turn.user for t in screen.query(TranscriptTurn)]
-        assert shown == [f"q{i}" for i in range(15, 25)]  # the last turn is in the panes
+        assert shown == [f"q{i}" for i in range(22, 25)]  # the last turn is in the panes
         earlier = screen.query_one(EarlierTurns)
-        assert "15 earlier turn(s) not shown" in str(earlier.render())
+        assert "22 earlier turn(s) not shown" in str(earlier.render())
         earlier.focus()
         await pilot.press("enter")
-        assert len(screen.query(TranscriptTurn)) == 20
-        await pilot.press("enter")
+        assert len(screen.query(TranscriptTurn)) == 13
+        await pilot.press("enter", "enter")
         assert [t.turn.user for t in screen.query(TranscriptTurn)][0] == "q0" and not earlier.display
+
+
+async def test_scrolling_to_the_top_of_the_transcript_brings_earlier_turns_in_place(store: Store) -> None:
+    conversation = Conversation()
+    for i in range(30):
+        turn = conversation.add_turn(f"q{i}")
+        turn.reasoning, turn.answer = "r", f"answer {i}\n\nsecond paragraph\n\nthird paragraph"
+    app = make_app(store=store, conversation=conversation)
+    async with app.run_test(size=WIDE) as pilot:
+        screen = chat(app)
+        transcript = screen.query_one(Transcript)
+        await wait_for(pilot, lambda: len(screen.query(TranscriptTurn)) == 3)
+        await pilot.pause()
+        newest = screen.query(TranscriptTurn).last()
+        transcript.scroll_to(y=1, animate=False)
+        await pilot.pause()
+        in_view_at = newest.virtual_region.y - transcript.scroll_y + 1  # where it will be at the top
+        transcript.scroll_to(y=0, animate=False)
+        await wait_for(pilot, lambda: len(screen.query(TranscriptTurn)) == 13)
+        await pilot.pause(0.1)
+        # What was in view stays in view: the earlier turns arrived above it.
+        assert transcript.scroll_y > 10
+        assert abs(newest.virtual_region.y - transcript.scroll_y - in_view_at) <= 1
 
 
 async def test_sending_while_busy_is_refused_with_a_hint_and_the_text_kept() -> None:

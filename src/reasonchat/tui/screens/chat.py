@@ -134,7 +134,7 @@ class ChatScreen(Screen[None]):
         # The loader imports torch (seconds) and the transcript renders Markdown: both after the first
         # frame, the model first since it takes longest.
         self.load_model()
-        await self.query_one(Transcript).show(self.conversation.turns[:-1])
+        await self._show_transcript()
 
     async def on_unmount(self) -> None:
         # Quitting mid-generation cancels it, and waits (briefly: one token) for the partial turn to be
@@ -375,8 +375,13 @@ class ChatScreen(Screen[None]):
         self._recount()
 
     async def _show_conversation(self) -> None:
-        await self.query_one(Transcript).show(self.conversation.turns[:-1])
         await self._show_current_turn()
+        # Earlier turns after the frame that shows the current one (a long conversation has many).
+        self.call_after_refresh(self._show_transcript)
+
+    async def _show_transcript(self) -> None:
+        # Read at run time: a message sent meanwhile has already moved its predecessor here.
+        await self.query_one(Transcript).show(self.conversation.turns[:-1])
 
     async def _show_current_turn(self) -> None:
         turns = self.conversation.turns

@@ -1,13 +1,15 @@
 """A saved conversation re-streamed through the same split panes, with its recorded timing.
 
-No model and no engine: the screen walks ``replay.timeline`` on a ``ReplayClock``. Events that fall
-due together are written as one delta per stage, so a fast speed or a skip costs one Markdown write
-per stage, not one per recorded chunk. Earlier turns move to the lazy transcript as the replay goes on.
+No model and no engine: the screen walks each turn's ``replay.turn_events`` on a ``ReplayClock`` (one
+turn at a time, so a long conversation starts at once). Events that fall due together are written as
+one delta per stage, so a fast speed or a skip costs one Markdown write per stage, not one per recorded
+chunk. Earlier turns move to the lazy transcript as the replay goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Literal
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -15,7 +17,15 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from reasonchat.conversation import Conversation, Stage
-from reasonchat.replay import ReplayClock, ReplayEvent, next_speed, speed_label, timeline
+from reasonchat.replay import (
+    TURN_GAP_S,
+    ReplayClock,
+    ReplayEvent,
+    duration,
+    next_speed,
+    speed_label,
+    turn_events,
+)
 from reasonchat.sanitize import sanitize
 from reasonchat.tui.widgets.transcript import Transcript
 from reasonchat.tui.widgets.turn_view import TurnView
@@ -54,11 +64,12 @@ class ReplayScreen(Screen[None]):
         self.instant = speed == 0
         self.clock = ReplayClock(speed or 1.0)
         self.source = source
-        self.events: list[ReplayEvent] = []
+        self.events: list[ReplayEvent] = []  # the current turn's
+        self.total_s: float | None = None  # the whole replay at speed 1, once measured
         self.finished = False
         self.shown_turn: int | None = None  # the turn in the panes
-        self._next = 0  # index of the next event to show
-        self._skip_to: int | None = None
+        self._next = 0  # index in ``events`` of the next one to show
+        self._skip: Literal["turn", "end"] | None = None
         self._wake = asyncio.Event()
         self._streaming: Stage | None = None
 
@@ -86,20 +97,37 @@ class ReplayScreen(Screen[None]):
     # --- playing -------------------------------------------------------------------------------
 
     async def _play(self) -> None:
-        if self.instant or not self.conversation.turns:
+        turns = self.conversation.turns
+        if self.instant or not turns:
             await self._show_all()
             return
-        self.events = list(timeline(self.conversation))
         # The clock starts now, with the first event, not when the screen was built.
         paused, self.clock = self.clock.paused, ReplayClock(self.clock.speed)
         if paused:
             self.clock.pause()
+        start = 0.0
+        for index in range(len(turns)):
+            self.events, self._next = turn_events(self.conversation, index, start), 0
+            await self._play_turn()
+            if index == 0:
+                self.run_worker(self._measure_total, thread=True, group="replay-total")
+            if self._skip == "end":
+                await self._show_all()
+                return
+            start = self.events[-1].at_s + TURN_GAP_S
+            if self._skip == "turn":
+                self._skip = None
+                self.clock.jump(start)
+        self._finish()
+
+    async def _play_turn(self) -> None:
+        """The events of the current turn as they fall due; a skip shows the rest at once."""
         while self._next < len(self.events):
-            if self._skip_to is not None:
-                await self._skip()
-                continue
-            due_at = self.events[self._next].at_s
-            wait = self.clock.seconds_until(due_at)
+            if self._skip is not None:
+                await self._apply(self.events[self._next :])
+                self._next = len(self.events)
+                return
+            wait = self.clock.seconds_until(self.events[self._next].at_s)
             if wait is None or wait > 0:
                 await self._sleep(wait)
                 continue
@@ -110,7 +138,10 @@ class ReplayScreen(Screen[None]):
             await self._apply(self.events[self._next : end])
             self._next = end
             await asyncio.sleep(FRAME_S)
-        self._finish()
+
+    def _measure_total(self) -> None:
+        # A pass over every recorded chunk: in a thread, once the first turn is on screen.
+        self.total_s = duration(self.conversation)
 
     async def _sleep(self, seconds: float | None) -> None:
         """Until ``seconds`` pass (forever while paused), or a key changes the plan."""
@@ -122,17 +153,6 @@ class ReplayScreen(Screen[None]):
 
     def _poke(self) -> None:
         self._wake.set()
-
-    async def _skip(self) -> None:
-        target, self._skip_to = self._skip_to, None
-        assert target is not None
-        if target >= len(self.events):
-            self._next = len(self.events)
-            await self._show_all()
-            return
-        await self._apply(self.events[self._next : target])
-        self._next = target
-        self.clock.jump(self.events[target].at_s)
 
     async def _apply(self, events: list[ReplayEvent]) -> None:
         """Show ``events`` at once: one write per run of deltas to the same stage."""
@@ -176,9 +196,9 @@ class ReplayScreen(Screen[None]):
         turns = self.conversation.turns
         self._streaming = None
         if turns:
-            await self.transcript.show(turns[:-1])
             await self.turn_view.show_turn(turns[-1])
             self.shown_turn = len(turns) - 1
+            await self.transcript.show(turns[:-1])
         self._finish()
 
     def _finish(self) -> None:
@@ -198,21 +218,14 @@ class ReplayScreen(Screen[None]):
         self._poke()
 
     def action_next_turn(self) -> None:
-        if self.finished or not self.events:
-            return
-        current = self.events[max(self._next - 1, 0)].turn_index
-        self._skip_to = next(
-            (i for i in range(self._next, len(self.events))
-             if self.events[i].stage is None and self.events[i].turn_index > current),
-            len(self.events),
-        )
-        self._poke()
+        if not self.finished and self._skip is None:
+            self._skip = "turn"
+            self._poke()
 
     def action_to_end(self) -> None:
-        if self.finished:
-            return
-        self._skip_to = len(self.events)
-        self._poke()
+        if not self.finished:
+            self._skip = "end"
+            self._poke()
 
     def action_speed(self) -> None:
         if self.finished:
@@ -243,7 +256,9 @@ class ReplayScreen(Screen[None]):
             speed = f" · {speed_label(self.clock.speed)}"
         where = ""
         if self.events and not self.finished:
-            where = f" · {clock_text(min(self.clock.position(), self.events[-1].at_s))}"
-            where += f" of {clock_text(self.events[-1].at_s)}"
+            position = self.clock.position()
+            where = f" · {clock_text(position if self.total_s is None else min(position, self.total_s))}"
+            if self.total_s is not None:
+                where += f" of {clock_text(self.total_s)}"
         title = " ".join(sanitize(self.conversation.title).split()) or "(untitled)"
         status.update(f"{state} · turn {turn}/{total}{speed}{where} · {title} · {self.source}")

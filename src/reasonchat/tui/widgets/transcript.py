@@ -1,8 +1,10 @@
 """Earlier turns of the conversation, each with its reasoning folded.
 
-Rendering Markdown is what costs (tens of milliseconds a turn, more with code blocks), so a long saved
-conversation must not render all of it up front: a folded reasoning is rendered when first unfolded,
-and only the latest ``PAGE`` turns are shown until the user asks for earlier ones.
+Rendering Markdown is what costs (tens of milliseconds a turn, more with code blocks, and every
+widget makes each later layout slower), so a long saved conversation must not render all of it up
+front: a folded reasoning is rendered when first unfolded, only the latest ``FIRST_PAGE`` turns are
+shown at first, and ``PAGE`` more come each time the user scrolls to the top (or presses Enter on the
+line that counts the hidden ones). The view stays where it was when they arrive above it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from reasonchat.conversation import Turn
 from reasonchat.sanitize import sanitize
 from reasonchat.tui.widgets.stage_pane import stats_line
 
+FIRST_PAGE = 3  # enough to fill the transcript's share of a tall terminal
 PAGE = 10
 
 
@@ -84,6 +87,7 @@ class Transcript(VerticalScroll):
         super().__init__(id=id)
         self._turns: list[Turn] = []
         self._shown = 0
+        self._loading_earlier = False
 
     def compose(self):
         yield EarlierTurns()
@@ -91,20 +95,39 @@ class Transcript(VerticalScroll):
     def on_mount(self) -> None:
         self._update()
 
+    @property
+    def hidden(self) -> int:
+        """Earlier turns not rendered yet."""
+        return len(self._turns) - self._shown
+
     async def show(self, turns: list[Turn]) -> None:
         await self.query(TranscriptTurn).remove()
         self._turns, self._shown = list(turns), 0
-        await self.show_earlier()
+        await self.show_earlier(FIRST_PAGE)
         self.scroll_end(animate=False)
 
-    async def show_earlier(self) -> None:
-        """Another page of older turns, above those shown."""
-        end = len(self._turns) - self._shown
-        older = self._turns[max(0, end - PAGE) : end]
+    async def show_earlier(self, count: int = PAGE) -> None:
+        """Another page of older turns, above those shown; the view keeps its place."""
+        end = self.hidden
+        older = self._turns[max(0, end - count) : end]
         if older:
+            height, y = self.virtual_size.height, self.scroll_y
             await self.mount_all([TranscriptTurn(turn) for turn in older], after=self.query_one(EarlierTurns))
             self._shown += len(older)
+            self.call_after_refresh(lambda: self.scroll_to(y=y + self.virtual_size.height - height, animate=False))
         self._update()
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        if new_value == 0 and old_value > 0 and self.hidden and not self._loading_earlier:
+            self._loading_earlier = True
+            self.run_worker(self._load_earlier(), group="transcript-earlier")
+
+    async def _load_earlier(self) -> None:
+        try:
+            await self.show_earlier()
+        finally:
+            self._loading_earlier = False
 
     async def add(self, turn: Turn) -> None:
         self._turns.append(turn)
@@ -122,8 +145,8 @@ class Transcript(VerticalScroll):
         self._update()
 
     def _update(self) -> None:
-        hidden = len(self._turns) - self._shown
+        hidden = self.hidden
         earlier = self.query_one(EarlierTurns)
         earlier.display = hidden > 0
-        earlier.update(f"▲ {hidden} earlier turn(s) not shown · Enter shows {min(hidden, PAGE)} more")
+        earlier.update(f"▲ {hidden} earlier turn(s) not shown · scroll up or Enter shows {min(hidden, PAGE)} more")
         self.display = bool(self._turns)

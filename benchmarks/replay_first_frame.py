@@ -1,0 +1,211 @@
+"""Opening and replaying a 32k-token conversation: how soon is its first frame on the terminal?
+
+Builds one conversation that fills the 32,000-token context (counted with the real Qwen2.5 tokenizer;
+Markdown reasoning and answers, a recorded chunk every token, as the app stores them), saves it in a
+fresh store and as a JSON export, then times fresh processes in a pseudo-terminal:
+
+- ``replay FILE``: ``reasonchat replay conv.json`` (no import, no model) until the status bar shows,
+  and until the first question is on screen;
+- ``replay ID``: the same from the store;
+- ``chat --continue ID``: until the last turn is on screen (the model loads after the first frame);
+- ``open from history``: in a running app, from Enter on the history row to the last turn on screen.
+
+Replay runs also check that torch was never imported.
+
+    python benchmarks/replay_first_frame.py [--runs 5] [--size 120x32] [--tokens 32000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _pty import PtyRun
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # tests.helpers.qwen builds the tokenizer
+
+from reasonchat.conversation import Conversation, StageStats  # noqa: E402
+from reasonchat.store import Store  # noqa: E402
+from reasonchat.template import DEFAULT_SYSTEM_PROMPT, apply_chat_template  # noqa: E402
+from reasonchat.transfer import to_json  # noqa: E402
+
+CHILD = r"""
+import os, sys, threading, time
+marks = open(os.environ["BENCH_MARKS"], "w", buffering=1)
+t0 = float(os.environ["BENCH_T0"])
+def watch():
+    while "torch" not in sys.modules:
+        time.sleep(0.001)
+    marks.write(f"torch_import_started {time.time() - t0:.4f}\n")
+threading.Thread(target=watch, daemon=True).start()
+from reasonchat.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+TITLE = "Benchmark conversation ZTITLE"
+TOKENS_PER_S = 30.0  # the recorded stream's pace
+_WORDS = (
+    "the cache holds every token of the prompt so the next stage only prefills what is new and the "
+    "answer follows from the reasoning above because each column carries into the next one when the "
+    "sum passes nine and we check the result again before we write it down"
+).split()
+
+
+def question_mark(number: int) -> str:
+    return f"Q{number:03d}MARK"
+
+
+def build_conversation(count_tokens: Any, target_tokens: int, seed: int = 0) -> Conversation:
+    """Turns of Markdown until the whole conversation is ``target_tokens`` long."""
+    rng = random.Random(seed)
+
+    def sentence(words: int) -> str:
+        return " ".join(rng.choice(_WORDS) for _ in range(words)).capitalize() + "."
+
+    def reasoning() -> str:
+        steps = [f"{n}. {sentence(14)} {sentence(10)}" for n in range(1, 9)]
+        return "\n\n".join([sentence(20), "\n".join(steps), sentence(25), f"**Check:** {sentence(12)}"])
+
+    def answer() -> str:
+        code = "```python\n" + "\n".join(f"total_{n} = {n} + {n * 7}  # {sentence(4)}" for n in range(6)) + "\n```"
+        items = "\n".join(f"- {sentence(9)}" for _ in range(4))
+        return "\n\n".join([sentence(18), items, code, sentence(15)])
+
+    def timed(text: str, prompt_tokens: int) -> StageStats:
+        tokens = count_tokens(text)
+        step = max(1, len(text) // max(tokens, 1))
+        chunks = [(round(i / TOKENS_PER_S, 4), min(len(text), (i + 1) * step)) for i in range(tokens)]
+        chunks[-1] = (chunks[-1][0], len(text))
+        return StageStats(
+            prompt_tokens=prompt_tokens,
+            new_tokens=tokens,
+            ttft_s=0.05,
+            decode_s=tokens / TOKENS_PER_S,
+            stop_reason="eos",
+            chunks=chunks,
+        )
+
+    conv = Conversation(title=TITLE, model="benchmark", system_prompt=DEFAULT_SYSTEM_PROMPT)
+    total = 0
+    while total < target_tokens:
+        turn = conv.add_turn(f"{question_mark(len(conv.turns) + 1)} {sentence(16)} Why?")
+        turn.reasoning = reasoning()
+        turn.reasoning_stats = timed(turn.reasoning, total)
+        turn.answer = answer()
+        turn.answer_stats = timed(turn.answer, total + turn.reasoning_stats.new_tokens)
+        total = count_tokens(apply_chat_template(conv.history(), add_reasoning_generation_prompt=False))
+    return conv
+
+
+def qwen_counter() -> Any:
+    from tests.helpers.qwen import build_qwen_tokenizer
+
+    cache = Path.home() / ".cache" / "reasonchat" / "bench" / "qwen-tokenizer"
+    if not (cache / "tokenizer.json").exists():
+        build_qwen_tokenizer(cache)
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(cache / "tokenizer.json"))
+    return lambda text: len(tokenizer.encode(text, add_special_tokens=False).ids)
+
+
+def timed_run(argv: list[str], data_dir: Path, size: tuple[int, int], steps: Any) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        marks = Path(tmp) / "marks"
+        env = {
+            **os.environ,
+            "BENCH_MARKS": str(marks),
+            "BENCH_T0": repr(time.time()),
+            "REASONCHAT_DATA_DIR": str(data_dir),
+        }
+        run = PtyRun([sys.executable, "-c", CHILD, *argv], env, size)
+        try:
+            result = steps(run)
+        finally:
+            run.close()
+        for line in marks.read_text().splitlines():
+            name, value = line.split()
+            result[name] = float(value)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--size", default="120x32", help="terminal COLSxROWS")
+    parser.add_argument("--tokens", type=int, default=32000)
+    parser.add_argument("--timeout", type=float, default=120.0)
+    args = parser.parse_args()
+    cols, rows = (int(n) for n in args.size.split("x"))
+    size = (cols, rows)
+
+    count = qwen_counter()
+    conv = build_conversation(count, args.tokens)
+    tokens = count(apply_chat_template(conv.history(), add_reasoning_generation_prompt=False))
+    first, last = question_mark(1).encode(), question_mark(len(conv.turns)).encode()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp) / "data"
+        with Store.open(data_dir) as store:
+            store.save(conv)
+        export = Path(tmp) / "conversation.json"
+        export.write_text(to_json(conv), encoding="utf-8")
+        timeout = args.timeout
+
+        def replay_steps(run: PtyRun) -> dict[str, float]:
+            return {"first_frame": run.wait_for(b"replaying", timeout), "first_turn": run.wait_for(first, timeout)}
+
+        def continue_steps(run: PtyRun) -> dict[str, float]:
+            return {"first_frame": run.wait_for(last, timeout)}
+
+        def history_steps(run: PtyRun) -> dict[str, float]:
+            run.wait_for(b"Ask anything", timeout)
+            run.write(b"\x0f")  # ctrl+o
+            run.wait_for(b"ZTITLE", timeout)
+            time.sleep(0.5)  # let the list settle
+            mark, pressed = len(run.seen), run.elapsed()
+            run.write(b"\r")
+            return {"first_frame": run.wait_for(last, timeout, since=mark) - pressed}
+
+        scenarios = {
+            "replay_file": ([str(export)], replay_steps),
+            "replay_id": ([conv.id], replay_steps),
+            "chat_continue": (["chat", "--continue", conv.id], continue_steps),
+            "open_from_history": (["chat"], history_steps),
+        }
+        results: dict[str, Any] = {
+            "conversation": {
+                "turns": len(conv.turns),
+                "tokens": tokens,
+                "characters": sum(len(t.user) + len(t.reasoning or "") + len(t.answer or "") for t in conv.turns),
+                "recorded_chunks": sum(len(s.chunks) for t in conv.turns for s in (t.reasoning_stats, t.answer_stats) if s),
+                "json_bytes": export.stat().st_size,
+            },
+            "terminal": f"{cols}x{rows}",
+        }
+        for name, (argv, steps) in scenarios.items():
+            if name.startswith("replay"):
+                argv = ["replay", *argv]
+            runs = [timed_run(argv, data_dir, size, steps) for _ in range(args.runs)]
+            summary: dict[str, Any] = {
+                key: round(statistics.median(run[key] for run in runs), 3)
+                for key in ("first_frame", "first_turn")
+                if key in runs[0]
+            }
+            summary["first_frame_max"] = round(max(run["first_frame"] for run in runs), 3)
+            if name.startswith("replay"):
+                summary["torch_imported"] = any("torch_import_started" in run for run in runs)
+            results[name] = summary
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
