@@ -7,8 +7,10 @@ fresh store and as a JSON export, then times fresh processes in a pseudo-termina
 - ``replay FILE``: ``reasonchat replay conv.json`` (no import, no model) until the status bar shows,
   and until the first question is on screen;
 - ``replay ID``: the same from the store;
-- ``chat --continue ID``: until the last turn is on screen (the model loads after the first frame);
-- ``open from history``: in a running app, from Enter on the history row to the last turn on screen.
+- ``chat --continue ID``: until the last question is on screen, and until its answer is (the model
+  loads after that);
+- ``open from history``: in a running app with the model loaded, from Enter on the history row to the
+  same two moments.
 
 Replay runs also check that torch was never imported.
 
@@ -63,6 +65,10 @@ def question_mark(number: int) -> str:
     return f"Q{number:03d}MARK"
 
 
+def answer_mark(number: int) -> str:
+    return f"A{number:03d}MARK"
+
+
 def build_conversation(count_tokens: Any, target_tokens: int, seed: int = 0) -> Conversation:
     """Turns of Markdown until the whole conversation is ``target_tokens`` long."""
     rng = random.Random(seed)
@@ -74,10 +80,10 @@ def build_conversation(count_tokens: Any, target_tokens: int, seed: int = 0) -> 
         steps = [f"{n}. {sentence(14)} {sentence(10)}" for n in range(1, 9)]
         return "\n\n".join([sentence(20), "\n".join(steps), sentence(25), f"**Check:** {sentence(12)}"])
 
-    def answer() -> str:
+    def answer(number: int) -> str:
         code = "```python\n" + "\n".join(f"total_{n} = {n} + {n * 7}  # {sentence(4)}" for n in range(6)) + "\n```"
         items = "\n".join(f"- {sentence(9)}" for _ in range(4))
-        return "\n\n".join([sentence(18), items, code, sentence(15)])
+        return "\n\n".join([f"{answer_mark(number)} {sentence(18)}", items, code, sentence(15)])
 
     def timed(text: str, prompt_tokens: int) -> StageStats:
         tokens = count_tokens(text)
@@ -99,7 +105,7 @@ def build_conversation(count_tokens: Any, target_tokens: int, seed: int = 0) -> 
         turn = conv.add_turn(f"{question_mark(len(conv.turns) + 1)} {sentence(16)} Why?")
         turn.reasoning = reasoning()
         turn.reasoning_stats = timed(turn.reasoning, total)
-        turn.answer = answer()
+        turn.answer = answer(len(conv.turns))
         turn.answer_stats = timed(turn.answer, total + turn.reasoning_stats.new_tokens)
         total = count_tokens(apply_chat_template(conv.history(), add_reasoning_generation_prompt=False))
     return conv
@@ -151,6 +157,7 @@ def main() -> None:
     conv = build_conversation(count, args.tokens)
     tokens = count(apply_chat_template(conv.history(), add_reasoning_generation_prompt=False))
     first, last = question_mark(1).encode(), question_mark(len(conv.turns)).encode()
+    last_answer = answer_mark(len(conv.turns)).encode()
 
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp) / "data"
@@ -164,16 +171,20 @@ def main() -> None:
             return {"first_frame": run.wait_for(b"replaying", timeout), "first_turn": run.wait_for(first, timeout)}
 
         def continue_steps(run: PtyRun) -> dict[str, float]:
-            return {"first_frame": run.wait_for(last, timeout)}
+            return {"first_frame": run.wait_for(last, timeout), "last_answer": run.wait_for(last_answer, timeout)}
 
         def history_steps(run: PtyRun) -> dict[str, float]:
             run.wait_for(b"Ask anything", timeout)
+            run.wait_for("●".encode(), timeout)  # the model is loaded: the usual case
             run.write(b"\x0f")  # ctrl+o
             run.wait_for(b"ZTITLE", timeout)
             time.sleep(0.5)  # let the list settle
             mark, pressed = len(run.seen), run.elapsed()
             run.write(b"\r")
-            return {"first_frame": run.wait_for(last, timeout, since=mark) - pressed}
+            return {
+                "first_frame": run.wait_for(last, timeout, since=mark) - pressed,
+                "last_answer": run.wait_for(last_answer, timeout, since=mark) - pressed,
+            }
 
         scenarios = {
             "replay_file": ([str(export)], replay_steps),
@@ -197,7 +208,7 @@ def main() -> None:
             runs = [timed_run(argv, data_dir, size, steps) for _ in range(args.runs)]
             summary: dict[str, Any] = {
                 key: round(statistics.median(run[key] for run in runs), 3)
-                for key in ("first_frame", "first_turn")
+                for key in ("first_frame", "first_turn", "last_answer")
                 if key in runs[0]
             }
             summary["first_frame_max"] = round(max(run["first_frame"] for run in runs), 3)

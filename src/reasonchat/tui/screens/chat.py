@@ -124,15 +124,29 @@ class ChatScreen(Screen[None]):
         return self.query_one(ModelStatus)
 
     async def on_mount(self) -> None:
-        await self._show_current_turn()
+        # A saved conversation's last question now, its Markdown (tens of milliseconds, more with code
+        # to highlight) right after the first frame.
+        turns = self.conversation.turns
+        if turns:
+            await self.turn_view.start(turns[-1].user, turns[-1])
+        self.meter.usage = ContextUsage.of_turn(turns[-1] if turns else None, self.context_limit)
         self.composer.focus()
         for notice in self.options.notices:
             self.notify(sanitize(notice), title="Settings", severity="warning", timeout=15, markup=False)
         self.call_after_refresh(self._after_first_frame)
 
     async def _after_first_frame(self) -> None:
-        # The loader imports torch (seconds) and the transcript renders Markdown: both after the first
-        # frame, the model first since it takes longest.
+        # The loader imports torch (seconds, holding the GIL much of the time, which starves this
+        # loop) and the transcript renders Markdown: the current turn first, painted, then the model
+        # since it takes longest, then the transcript.
+        turns = self.conversation.turns
+        if turns and self.turn_view.turn is turns[-1] and not self.busy:
+            await self.turn_view.show_turn(turns[-1])
+            self.call_after_refresh(self._after_current_turn)
+        else:
+            await self._after_current_turn()
+
+    async def _after_current_turn(self) -> None:
         self.load_model()
         await self._show_transcript()
 
