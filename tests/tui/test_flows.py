@@ -691,3 +691,22 @@ async def test_every_binding_has_an_id() -> None:
     )  # fmt: skip
     for owner in owners:
         assert all(binding.id for binding in owner.BINDINGS), owner
+
+
+class EstimatingBackend(ScriptedBackend):
+    """Counts as a server without /tokenize does: guessed from the text's length."""
+
+    counts_are_estimates = True
+
+
+async def test_the_meter_marks_estimated_counts_as_approximate() -> None:
+    for backend, approximate in [(EstimatingBackend(), True), (ScriptedBackend(), False)]:
+        app = make_app(backend)
+        async with app.run_test(size=WIDE) as pilot:
+            screen = chat(app)
+            await wait_ready(pilot)
+            await send(pilot, "hello there")
+            await wait_idle(pilot)
+            text = str(screen.meter.render())
+            assert text.startswith("~") is approximate, text
+            assert ("(~" in text) is approximate, text

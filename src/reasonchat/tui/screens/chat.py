@@ -175,6 +175,7 @@ class ChatScreen(Screen[None]):
     async def on_model_loaded(self, message: ModelLoaded) -> None:
         self.backend = message.backend
         self.session = self._new_session(self.conversation)
+        self._note_estimates()
         self.model_status.ready()
         if self.pending is not None:
             text, self.pending = self.pending, None
@@ -279,9 +280,14 @@ class ChatScreen(Screen[None]):
                 else:
                     await self._finish_run(item)
 
+    def _note_estimates(self) -> None:
+        # Read at each count: a server's /tokenize may fail for a while and come back.
+        self.meter.estimated = bool(getattr(self.backend, "counts_are_estimates", False))
+
     def on_tokens_progress(self, message: TokensProgress) -> None:
         if self.current_run is None or message.run_id != self.current_run.id:
             return
+        self._note_estimates()
         usage = self.meter.usage
         if message.stage == "reasoning":
             reasoning = max(usage.reasoning, message.new_tokens)
@@ -435,6 +441,7 @@ class ChatScreen(Screen[None]):
 
     def on_next_prompt_counted(self, message: NextPromptCounted) -> None:
         if message.text == self.composer.text:
+            self._note_estimates()
             self.meter.next_prompt = message.tokens
 
     # --- actions -------------------------------------------------------------------------------

@@ -12,6 +12,8 @@ class TokenMeter(Static):
     usage: reactive[ContextUsage] = reactive(ContextUsage(1), layout=True)
     # The reasoning prompt the composer's text would make; None when the composer is empty.
     next_prompt: reactive[int | None] = reactive(None, layout=True)
+    # The backend guesses counts from the text length (a server without /tokenize): say so.
+    estimated: reactive[bool] = reactive(False, layout=True)
 
     def __init__(self, limit: int, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -26,7 +28,8 @@ class TokenMeter(Static):
             tokens = usage.total
             text = f"{usage.prompt:,} + {usage.reasoning:,} + {usage.answer:,} / {usage.limit:,}"
         # Floored, so the figure never reads 70 % before the warning colour does.
-        return f"{text} ({100 * tokens // usage.limit}%)"
+        approximately = "~" if self.estimated else ""
+        return f"{approximately}{text} ({approximately}{100 * tokens // usage.limit}%)"
 
     @property
     def level(self) -> Level:
