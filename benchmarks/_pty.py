@@ -8,8 +8,25 @@ import os
 import select
 import struct
 import subprocess
+import sys
+import tempfile
 import termios
 import time
+from collections.abc import Callable
+from pathlib import Path
+
+# The start of a child's code: it writes "torch_import_started SECONDS" to $BENCH_MARKS, timed from
+# $BENCH_T0, as soon as anything imports torch.
+TORCH_WATCH = r"""
+import os, sys, threading, time
+marks = open(os.environ["BENCH_MARKS"], "w", buffering=1)
+t0 = float(os.environ["BENCH_T0"])
+def watch():
+    while "torch" not in sys.modules:
+        time.sleep(0.001)
+    marks.write(f"torch_import_started {time.time() - t0:.4f}\n")
+threading.Thread(target=watch, daemon=True).start()
+"""
 
 
 class PtyRun:
@@ -58,3 +75,26 @@ class PtyRun:
             if self.proc.poll() is None:
                 self.proc.kill()
             os.close(self.master)
+
+
+def run_child(
+    code: str,
+    argv: list[str],
+    env: dict[str, str],
+    size: tuple[int, int],
+    steps: Callable[[PtyRun], dict[str, float]],
+) -> dict[str, float]:
+    """``python -c TORCH_WATCH + code ARGV`` in a terminal of ``size``: what ``steps`` measured, plus
+    the child's marks (``torch_import_started`` if it imported torch)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        marks = Path(tmp) / "marks"
+        env = {**os.environ, **env, "BENCH_MARKS": str(marks), "BENCH_T0": repr(time.time())}
+        run = PtyRun([sys.executable, "-c", TORCH_WATCH + code, *argv], env, size)
+        try:
+            result = steps(run)
+        finally:
+            run.close()
+        for line in marks.read_text().splitlines():
+            name, value = line.split()
+            result[name] = float(value)
+    return result

@@ -10,7 +10,8 @@ fresh store and as a JSON export, then times fresh processes in a pseudo-termina
 - ``chat --continue ID``: until the last question is on screen, and until its answer is (the model
   loads after that);
 - ``open from history``: in a running app with the model loaded, from Enter on the history row to the
-  same two moments.
+  same two moments;
+- ``replay from history``: the same, from Ctrl+R to the replay's status bar and its first question.
 
 Replay runs also check that torch was never imported.
 
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import statistics
 import sys
@@ -30,25 +30,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _pty import PtyRun
+from _pty import PtyRun, run_child
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.helpers.qwen builds the tokenizer
 
-from reasonchat.conversation import Conversation, StageStats  # noqa: E402
-from reasonchat.store import Store  # noqa: E402
-from reasonchat.template import DEFAULT_SYSTEM_PROMPT, apply_chat_template  # noqa: E402
-from reasonchat.transfer import to_json  # noqa: E402
+from reasonchat.conversation import Conversation, StageStats
+from reasonchat.store import Store
+from reasonchat.template import DEFAULT_SYSTEM_PROMPT, apply_chat_template
+from reasonchat.transfer import to_json
 
 CHILD = r"""
-import os, sys, threading, time
-marks = open(os.environ["BENCH_MARKS"], "w", buffering=1)
-t0 = float(os.environ["BENCH_T0"])
-def watch():
-    while "torch" not in sys.modules:
-        time.sleep(0.001)
-    marks.write(f"torch_import_started {time.time() - t0:.4f}\n")
-threading.Thread(target=watch, daemon=True).start()
 from reasonchat.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -123,26 +115,6 @@ def qwen_counter() -> Any:
     return lambda text: len(tokenizer.encode(text, add_special_tokens=False).ids)
 
 
-def timed_run(argv: list[str], data_dir: Path, size: tuple[int, int], steps: Any) -> dict[str, float]:
-    with tempfile.TemporaryDirectory() as tmp:
-        marks = Path(tmp) / "marks"
-        env = {
-            **os.environ,
-            "BENCH_MARKS": str(marks),
-            "BENCH_T0": repr(time.time()),
-            "REASONCHAT_DATA_DIR": str(data_dir),
-        }
-        run = PtyRun([sys.executable, "-c", CHILD, *argv], env, size)
-        try:
-            result = steps(run)
-        finally:
-            run.close()
-        for line in marks.read_text().splitlines():
-            name, value = line.split()
-            result[name] = float(value)
-    return result
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
@@ -173,24 +145,25 @@ def main() -> None:
         def continue_steps(run: PtyRun) -> dict[str, float]:
             return {"first_frame": run.wait_for(last, timeout), "last_answer": run.wait_for(last_answer, timeout)}
 
-        def history_steps(run: PtyRun) -> dict[str, float]:
-            run.wait_for(b"Ask anything", timeout)
-            run.wait_for("●".encode(), timeout)  # the model is loaded: the usual case
-            run.write(b"\x0f")  # ctrl+o
-            run.wait_for(b"ZTITLE", timeout)
-            time.sleep(0.5)  # let the list settle
-            mark, pressed = len(run.seen), run.elapsed()
-            run.write(b"\r")
-            return {
-                "first_frame": run.wait_for(last, timeout, since=mark) - pressed,
-                "last_answer": run.wait_for(last_answer, timeout, since=mark) - pressed,
-            }
+        def from_history(key: bytes, marks: dict[str, bytes]) -> Any:
+            def steps(run: PtyRun) -> dict[str, float]:
+                run.wait_for(b"Ask anything", timeout)
+                run.wait_for("●".encode(), timeout)  # the model is loaded: the usual case
+                run.write(b"\x0f")  # ctrl+o
+                run.wait_for(b"ZTITLE", timeout)
+                time.sleep(0.5)  # let the list settle
+                since, pressed = len(run.seen), run.elapsed()
+                run.write(key)
+                return {name: run.wait_for(mark, timeout, since=since) - pressed for name, mark in marks.items()}
+
+            return steps
 
         scenarios = {
             "replay_file": ([str(export)], replay_steps),
             "replay_id": ([conv.id], replay_steps),
             "chat_continue": (["chat", "--continue", conv.id], continue_steps),
-            "open_from_history": (["chat"], history_steps),
+            "open_from_history": (["chat"], from_history(b"\r", {"first_frame": last, "last_answer": last_answer})),
+            "replay_from_history": (["chat"], from_history(b"\x12", {"first_frame": b"replaying", "first_turn": first})),
         }
         results: dict[str, Any] = {
             "conversation": {
@@ -203,16 +176,17 @@ def main() -> None:
             "terminal": f"{cols}x{rows}",
         }
         for name, (argv, steps) in scenarios.items():
-            if name.startswith("replay"):
+            if name.startswith("replay_") and not name.endswith("history"):
                 argv = ["replay", *argv]
-            runs = [timed_run(argv, data_dir, size, steps) for _ in range(args.runs)]
+            env = {"REASONCHAT_DATA_DIR": str(data_dir)}
+            runs = [run_child(CHILD, argv, env, size, steps) for _ in range(args.runs)]
             summary: dict[str, Any] = {
                 key: round(statistics.median(run[key] for run in runs), 3)
                 for key in ("first_frame", "first_turn", "last_answer")
                 if key in runs[0]
             }
             summary["first_frame_max"] = round(max(run["first_frame"] for run in runs), 3)
-            if name.startswith("replay"):
+            if argv[0] == "replay":
                 summary["torch_imported"] = any("torch_import_started" in run for run in runs)
             results[name] = summary
     print(json.dumps(results, indent=2))

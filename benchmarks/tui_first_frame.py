@@ -14,26 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from _pty import PtyRun
+from _pty import PtyRun, run_child
 
-# The child: watch for torch in sys.modules (the marks file gets the time), then run `reasonchat chat`.
+# The child runs `reasonchat chat` (after _pty's torch watch).
 CHILD = r"""
-import os, sys, threading, time
-t0 = float(os.environ["BENCH_T0"])
-marks = open(os.environ["BENCH_MARKS"], "w", buffering=1)
-def watch():
-    while "torch" not in sys.modules:
-        time.sleep(0.001)
-    marks.write(f"torch_import_started {time.time() - t0:.4f}\n")
-threading.Thread(target=watch, daemon=True).start()
 import argparse
 from reasonchat.cli import app_commands
 parser = argparse.ArgumentParser()
@@ -48,30 +37,18 @@ FAILED = "✗".encode()  # the failed state's mark
 
 
 def one_run(model: str | None, size: tuple[int, int], timeout: float) -> dict[str, float]:
+    def steps(run: PtyRun) -> dict[str, float]:
+        first_frame = run.wait_for(FIRST_FRAME, timeout)
+        while READY not in run.seen:
+            if FAILED in run.seen:
+                raise RuntimeError("the model failed to load")
+            if run.elapsed() > timeout or not run.read():
+                raise TimeoutError(f"the model was not ready within {timeout} s")
+        return {"first_frame": first_frame, "model_ready": run.elapsed()}
+
     with tempfile.TemporaryDirectory() as tmp:
-        marks = Path(tmp) / "marks"
-        env = {
-            **os.environ,
-            "BENCH_MARKS": str(marks),
-            "REASONCHAT_DATA_DIR": str(Path(tmp) / "data"),
-            "BENCH_T0": repr(time.time()),
-        }
-        run = PtyRun([sys.executable, "-c", CHILD, *(["--model", model] if model else [])], env, size)
-        result: dict[str, float] = {}
-        try:
-            result["first_frame"] = run.wait_for(FIRST_FRAME, timeout)
-            while READY not in run.seen:
-                if FAILED in run.seen:
-                    raise RuntimeError("the model failed to load")
-                if run.elapsed() > timeout or not run.read():
-                    raise TimeoutError(f"the model was not ready within {timeout} s")
-            result["model_ready"] = run.elapsed()
-        finally:
-            run.close()
-        for line in marks.read_text().splitlines():
-            name, value = line.split()
-            result[name] = float(value)
-    return result
+        env = {"REASONCHAT_DATA_DIR": str(Path(tmp) / "data")}
+        return run_child(CHILD, ["--model", model] if model else [], env, size, steps)
 
 
 def main() -> None:
