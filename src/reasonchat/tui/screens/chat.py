@@ -496,16 +496,13 @@ class ChatScreen(Screen[None]):
         if self.store is None:
             self.notify("Nothing is saved in this session (no store).", severity="warning")
             return
-        screen = HistoryScreen(self.store, current_id=self.conversation.id, busy=self.busy)
+        screen = HistoryScreen(self.store, current=self.conversation, busy=self.busy)
         self.app.push_screen(screen, self._history_closed)
 
     async def _history_closed(self, outcome: HistoryOutcome | None) -> None:
         if outcome is None:
             return
         current = self.conversation
-        if current.id in outcome.renamed:
-            # The next autosave writes the whole row: it must carry the new title, not the old one.
-            current.title = outcome.renamed[current.id]
         if outcome.action == "open" and outcome.conversation is not None:
             if outcome.conversation.id != current.id or current.id in outcome.deleted:
                 await self._switch_to(outcome.conversation)

@@ -35,11 +35,10 @@ MODEL_WIDTH = 24
 @dataclass
 class HistoryOutcome:
     """What the history screen did that the chat must know: a conversation to open or replay, and
-    titles changed or conversations deleted (the chat's own one among them, perhaps)."""
+    the conversations deleted (the chat's own one among them, perhaps)."""
 
     action: Literal["open", "replay"] | None = None
     conversation: Conversation | None = None
-    renamed: dict[str, str] = field(default_factory=dict)
     deleted: set[str] = field(default_factory=set)
 
 
@@ -75,10 +74,12 @@ class HistoryScreen(Screen[HistoryOutcome]):
         ("Back to the chat", "back", "Esc"),
     )
 
-    def __init__(self, store: Store, *, current_id: str | None = None, busy: bool = False) -> None:
+    def __init__(self, store: Store, *, current: Conversation | None = None, busy: bool = False) -> None:
         super().__init__()
         self.store = store
-        self.current_id = current_id
+        # The chat's conversation: renaming it renames this object too, or the chat's next autosave
+        # (perhaps from a generation running now) would write the old title back.
+        self.current = current
         self.busy = busy
         self.outcome = HistoryOutcome()
         self.summaries: dict[str, ConversationSummary] = {}
@@ -93,6 +94,10 @@ class HistoryScreen(Screen[HistoryOutcome]):
         yield table
         yield Static("", id="history-detail", markup=False)
         yield Footer(compact=True)
+
+    @property
+    def current_id(self) -> str | None:
+        return self.current.id if self.current is not None else None
 
     @property
     def table(self) -> DataTable[str]:
@@ -234,12 +239,16 @@ class HistoryScreen(Screen[HistoryOutcome]):
         def renamed(title: str | None) -> None:
             if title is None or title == summary.title:
                 return
+            current = self.current if self.current is not None and self.current.id == summary.id else None
+            if current is not None:  # first, so no autosave can come between and write the old title
+                current.title = title
             try:
                 self.store.rename(summary.id, title)
             except ReasonchatError as err:
+                if current is not None:
+                    current.title = summary.title
                 self.notify(sanitize(str(err)), title="Not renamed", severity="error", markup=False)
                 return
-            self.outcome.renamed[summary.id] = title
             self.refresh_list()
 
         self.app.push_screen(RenameDialog(summary.title), renamed)
