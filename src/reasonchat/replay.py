@@ -158,8 +158,9 @@ class ReplayClock:
         self.paused = True
 
     def resume(self) -> None:
-        self._anchor_time = self._now()
-        self.paused = False
+        if self.paused:
+            self._anchor_time = self._now()
+            self.paused = False
 
     def jump(self, position: float) -> None:
         """Continue from ``position`` (a skip): never backwards."""

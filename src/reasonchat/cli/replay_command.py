@@ -45,7 +45,8 @@ def load_target(target: str, data_dir: str | None) -> tuple[Conversation, str]:
     if path.is_file() or path.suffix or "/" in target:
         return transfer.load_file(path), path.name
     database = paths.database_path(data_dir)
-    if not database.exists():
+    # An empty file (a first start interrupted) is no database yet: opening it would make one.
+    if not database.exists() or database.stat().st_size == 0:
         raise UserError(f"no conversation with id {target!r} (and no file of that name)")
     with Store(database) as store:
         conv_id = store.resolve(target)

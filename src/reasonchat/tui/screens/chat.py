@@ -496,7 +496,7 @@ class ChatScreen(Screen[None]):
         if self.store is None:
             self.notify("Nothing is saved in this session (no store).", severity="warning")
             return
-        screen = HistoryScreen(self.store, current=self.conversation, busy=self.busy)
+        screen = HistoryScreen(self.store, current=self.conversation, busy=lambda: self.busy)
         self.app.push_screen(screen, self._history_closed)
 
     async def _history_closed(self, outcome: HistoryOutcome | None) -> None:

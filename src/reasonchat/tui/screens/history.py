@@ -7,6 +7,7 @@ screen stays usable and nothing is written.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -74,16 +75,27 @@ class HistoryScreen(Screen[HistoryOutcome]):
         ("Back to the chat", "back", "Esc"),
     )
 
-    def __init__(self, store: Store, *, current: Conversation | None = None, busy: bool = False) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        current: Conversation | None = None,
+        busy: Callable[[], bool] = lambda: False,
+    ) -> None:
         super().__init__()
         self.store = store
         # The chat's conversation: renaming it renames this object too, or the chat's next autosave
         # (perhaps from a generation running now) would write the old title back.
         self.current = current
-        self.busy = busy
+        self._busy = busy
         self.outcome = HistoryOutcome()
         self.summaries: dict[str, ConversationSummary] = {}
         self.loaded_query: str | None = None  # the query the table shows (None: not loaded yet)
+
+    @property
+    def busy(self) -> bool:
+        """Whether the chat is generating, now (a generation may end while this screen is open)."""
+        return self._busy()
 
     def compose(self) -> ComposeResult:
         yield Input(

@@ -33,6 +33,9 @@ from reasonchat.tui.widgets.turn_view import TurnView
 # Between two paints: events due within one frame are written together.
 FRAME_S = 1 / 30
 STATUS_TICK_S = 0.25
+# ESC and the C1 controls that open a sequence (CSI, OSC, DCS, PM, APC, SOS).
+SEQUENCE_STARTS = "\x1b\x9b\x9d\x90\x9e\x9f\x98"
+MAX_HELD = 4096
 
 
 def clock_text(seconds: float) -> str:
@@ -72,6 +75,7 @@ class ReplayScreen(Screen[None]):
         self._skip: Literal["turn", "end"] | None = None
         self._wake = asyncio.Event()
         self._streaming: Stage | None = None
+        self._held = ""  # the start of an escape sequence, until the chunk with its end
 
     def compose(self) -> ComposeResult:
         yield Transcript(id="transcript")
@@ -127,11 +131,12 @@ class ReplayScreen(Screen[None]):
                 await self._apply(self.events[self._next :])
                 self._next = len(self.events)
                 return
-            wait = self.clock.seconds_until(self.events[self._next].at_s)
-            if wait is None or wait > 0:
-                await self._sleep(wait)
-                continue
             position = self.clock.position()
+            if self.events[self._next].at_s > position:
+                # Not due yet: wait (while paused, until a key). What a skip made due is shown
+                # even while paused.
+                await self._sleep(self.clock.seconds_until(self.events[self._next].at_s))
+                continue
             end = self._next
             while end < len(self.events) and self.events[end].at_s <= position:
                 end += 1
@@ -165,7 +170,7 @@ class ReplayScreen(Screen[None]):
             if event.stage != self._streaming:
                 await self._flush(pending)
                 await self.turn_view.pane(event.stage).begin()
-                self._streaming = event.stage
+                self._streaming, self._held = event.stage, ""
             if event.final:
                 pending.clear()
                 turn = self.conversation.turns[event.turn_index]
@@ -179,7 +184,14 @@ class ReplayScreen(Screen[None]):
 
     async def _flush(self, pending: list[str]) -> None:
         if pending and self._streaming is not None:
-            await self.turn_view.pane(self._streaming).write(sanitize("".join(pending)))
+            text, self._held = self._held + "".join(pending), ""
+            # An escape sequence split across two recorded chunks would leave its tail on screen:
+            # a tail that sanitizes to nothing (a sequence, or the start of one) waits for the rest.
+            start = max((text.rfind(c) for c in SEQUENCE_STARTS), default=-1)
+            if start >= 0 and len(text) - start <= MAX_HELD and not sanitize(text[start:]):
+                text, self._held = text[:start], text[start:]
+            if text:
+                await self.turn_view.pane(self._streaming).write(sanitize(text))
         pending.clear()
 
     async def _start_turn(self, index: int) -> None:
@@ -261,4 +273,5 @@ class ReplayScreen(Screen[None]):
             if self.total_s is not None:
                 where += f" of {clock_text(self.total_s)}"
         title = " ".join(sanitize(self.conversation.title).split()) or "(untitled)"
-        status.update(f"{state} · turn {turn}/{total}{speed}{where} · {title} · {self.source}")
+        source = " ".join(sanitize(self.source).split())  # a file's name is anybody's text too
+        status.update(f"{state} · turn {turn}/{total}{speed}{where} · {title} · {source}")

@@ -119,7 +119,9 @@ class Transcript(VerticalScroll):
 
     def watch_scroll_y(self, old_value: float, new_value: float) -> None:
         super().watch_scroll_y(old_value, new_value)
-        if new_value == 0 and old_value > 0 and self.hidden and not self._loading_earlier:
+        # Focusing the "earlier turns" line scrolls it into view too: there, Enter decides.
+        focused_line = self.query_one(EarlierTurns).has_focus
+        if new_value == 0 and old_value > 0 and self.hidden and not self._loading_earlier and not focused_line:
             self._loading_earlier = True
             self.run_worker(self._load_earlier(), group="transcript-earlier")
 
