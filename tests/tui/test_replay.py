@@ -426,3 +426,25 @@ async def test_a_file_name_with_escapes_is_shown_safe(tmp_path: Path) -> None:
         await wait_for(pilot, lambda: screen.finished)
         assert not unsafe(status(screen)), repr(status(screen))
         assert status(screen) == "■ replayed · turn 1/1 · Timed replay · red.json"
+
+
+async def test_closing_a_replay_mid_write_leaves_the_chat_working() -> None:
+    """Esc while the replay writes into its panes: the play worker stops before the panes go, so
+    nothing raises into the app (it once did under load: NoMatches on the answer pane's Markdown)."""
+    from tests.tui.helpers import chat, make_app, send, wait_idle, wait_ready
+
+    conversation = timed_conversation(turns=3, reasoning_words=200)
+    app = make_app()
+    async with app.run_test(size=WIDE) as pilot:
+        await wait_ready(pilot)
+        view = chat(app)
+        for delay in (0.0, 0.01, 0.03, 0.05, 0.1, 0.2):
+            app.push_screen(ReplayScreen(conversation, 4.0, "test"))
+            await wait_for(pilot, lambda: isinstance(app.screen, ReplayScreen))
+            await pilot.pause(delay)
+            app.screen.action_next_turn()  # a burst of writes at once
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: app.screen is view)
+        await send(pilot, "still here")
+        await wait_idle(pilot)
+        assert view.turn_view.pane("answer").text == "You said: **still here**"

@@ -6,8 +6,8 @@ from __future__ import annotations
 from textual.app import App
 
 from reasonchat.conversation import Conversation
-from reasonchat.tui.look import HORIZONTAL_BREAKPOINTS, apply_theme
 from reasonchat.tui.commands import ScreenCommands
+from reasonchat.tui.look import HORIZONTAL_BREAKPOINTS, apply_theme
 from reasonchat.tui.screens.replay import ReplayScreen
 
 

@@ -15,6 +15,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, Static
+from textual.worker import Worker, WorkerState
 
 from reasonchat.conversation import Conversation, Stage
 from reasonchat.replay import (
@@ -96,7 +97,15 @@ class ReplayScreen(Screen[None]):
         self._update_status()
         self.set_interval(STATUS_TICK_S, self._update_status)
         # The timeline and the first Markdown come after the first frame.
-        self.call_after_refresh(lambda: self.run_worker(self._play(), group="replay", exclusive=True))
+        self.call_after_refresh(self._start_playing)
+
+    def _start_playing(self) -> None:
+        # A replay that fails (a widget gone while closing, a bug) must not take the app down.
+        self.run_worker(self._play(), name="replay", group="replay", exclusive=True, exit_on_error=False)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.name == "replay" and event.state == WorkerState.ERROR:
+            self.notify(f"The replay stopped: {sanitize(str(event.worker.error))}", severity="error", markup=False)
 
     # --- playing -------------------------------------------------------------------------------
 
@@ -250,6 +259,8 @@ class ReplayScreen(Screen[None]):
         self.turn_view.toggle_reasoning()
 
     def action_close(self) -> None:
+        # Stopped before the screen goes: its panes must not vanish under a write in progress.
+        self.workers.cancel_node(self)
         if len(self.app.screen_stack) > 1:
             self.dismiss(None)
         else:
