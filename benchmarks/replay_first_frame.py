@@ -13,7 +13,9 @@ fresh store and as a JSON export, then times fresh processes in a pseudo-termina
   same two moments;
 - ``replay from history``: the same, from Ctrl+R to the replay's status bar and its first question.
 
-Replay runs also check that torch was never imported.
+Baselines in the same rounds: a one-turn replay and a new chat (what a fresh process costs whatever
+the conversation); the ratios compare the 32k-token runs with them. Replay runs also check that torch
+was never imported.
 
     python benchmarks/replay_first_frame.py [--runs 5] [--size 120x32] [--tokens 32000]
 """
@@ -137,10 +139,15 @@ def main() -> None:
             store.save(conv)
         export = Path(tmp) / "conversation.json"
         export.write_text(to_json(conv), encoding="utf-8")
+        small = Path(tmp) / "one-turn.json"  # the baseline: what any replay costs
+        small.write_text(to_json(build_conversation(count, 1)), encoding="utf-8")
         timeout = args.timeout
 
         def replay_steps(run: PtyRun) -> dict[str, float]:
             return {"first_frame": run.wait_for(b"replaying", timeout), "first_turn": run.wait_for(first, timeout)}
+
+        def new_chat_steps(run: PtyRun) -> dict[str, float]:
+            return {"first_frame": run.wait_for(b"Ask anything", timeout)}
 
         def continue_steps(run: PtyRun) -> dict[str, float]:
             return {"first_frame": run.wait_for(last, timeout), "last_answer": run.wait_for(last_answer, timeout)}
@@ -158,13 +165,21 @@ def main() -> None:
 
             return steps
 
+        # name: (argv, steps); each baseline is timed in the same rounds as what it is compared with.
         scenarios = {
-            "replay_file": ([str(export)], replay_steps),
-            "replay_id": ([conv.id], replay_steps),
+            "replay_one_turn_file": (["replay", str(small)], replay_steps),
+            "replay_file": (["replay", str(export)], replay_steps),
+            "replay_id": (["replay", conv.id], replay_steps),
+            "chat_new": (["chat"], new_chat_steps),
             "chat_continue": (["chat", "--continue", conv.id], continue_steps),
             "open_from_history": (["chat"], from_history(b"\r", {"first_frame": last, "last_answer": last_answer})),
             "replay_from_history": (["chat"], from_history(b"\x12", {"first_frame": b"replaying", "first_turn": first})),
         }
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name in scenarios}
+        env = {"REASONCHAT_DATA_DIR": str(data_dir)}
+        for _ in range(args.runs):  # round by round, so a busy moment hits every scenario alike
+            for name, (argv, steps) in scenarios.items():
+                runs[name].append(run_child(CHILD, argv, env, size, steps))
         results: dict[str, Any] = {
             "conversation": {
                 "turns": len(conv.turns),
@@ -175,20 +190,24 @@ def main() -> None:
             },
             "terminal": f"{cols}x{rows}",
         }
-        for name, (argv, steps) in scenarios.items():
-            if name.startswith("replay_") and not name.endswith("history"):
-                argv = ["replay", *argv]
-            env = {"REASONCHAT_DATA_DIR": str(data_dir)}
-            runs = [run_child(CHILD, argv, env, size, steps) for _ in range(args.runs)]
+        for name, (argv, _) in scenarios.items():
             summary: dict[str, Any] = {
-                key: round(statistics.median(run[key] for run in runs), 3)
+                key: round(statistics.median(run[key] for run in runs[name]), 3)
                 for key in ("first_frame", "first_turn", "last_answer")
-                if key in runs[0]
+                if key in runs[name][0]
             }
-            summary["first_frame_max"] = round(max(run["first_frame"] for run in runs), 3)
+            summary["first_frame_max"] = round(max(run["first_frame"] for run in runs[name]), 3)
             if argv[0] == "replay":
-                summary["torch_imported"] = any("torch_import_started" in run for run in runs)
+                summary["torch_imported"] = any("torch_import_started" in run for run in runs[name])
             results[name] = summary
+        results["ratios"] = {
+            "replay_file / replay_one_turn_file": round(
+                results["replay_file"]["first_frame"] / results["replay_one_turn_file"]["first_frame"], 2
+            ),
+            "chat_continue / chat_new": round(
+                results["chat_continue"]["first_frame"] / results["chat_new"]["first_frame"], 2
+            ),
+        }
     print(json.dumps(results, indent=2))
 
 
