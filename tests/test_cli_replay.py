@@ -372,7 +372,8 @@ async def main():
     print("returned", app.return_code)
 
 asyncio.run(main())
-heavy = sorted({"torch", "transformers"} & {name.split(".")[0] for name in sys.modules})
+backends = {"reasonchat.engine.transformers_backend", "reasonchat.engine.openai_backend", "reasonchat.engine.loading"}
+heavy = sorted(({"torch", "transformers", "httpx"} & {name.split(".")[0] for name in sys.modules}) | (backends & set(sys.modules)))
 print("heavy", heavy)
 """
 

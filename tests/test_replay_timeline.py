@@ -93,3 +93,23 @@ def test_the_timeline_needs_neither_torch_nor_textual() -> None:
     code = "import sys, reasonchat.replay; print(any(m in sys.modules for m in ('torch', 'textual')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_times_that_are_not_finite_seconds_are_no_timing_at_all() -> None:
+    """NaN or Infinity (json.loads accepts both) once kept a replay waiting forever."""
+    text = "one two"
+    for bad in (float("nan"), float("inf"), -1.0):
+        stats = StageStats(chunks=[(0.1, 3), (bad, 7)])
+        assert recorded_chunks(text, stats) is None
+
+
+def test_a_file_with_non_finite_chunk_times_is_refused_with_a_clear_message() -> None:
+    from reasonchat.errors import UserError
+    from reasonchat.transfer import load_bytes, to_json
+
+    conv = timed_conversation()
+    for bad in ("NaN", "Infinity", "-1.5"):
+        data = to_json(conv).replace('0.75,', f"{bad},", 1).encode()
+        assert bad.encode() in data
+        with pytest.raises(UserError, match="finite, non-negative seconds"):
+            load_bytes(data, "conv.json")

@@ -7,6 +7,7 @@ streamed chunks, so a saved conversation can be replayed as it happened.
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -89,8 +90,8 @@ class StageStats:
                 raise ValueError(f"stage stats field {name!r} must be an integer")
         for name in ("ttft_s", "decode_s"):
             value = getattr(stats, name)
-            if value is not None and not (_is_int(value) or isinstance(value, float)):
-                raise ValueError(f"stage stats field {name!r} must be a number or null")
+            if value is not None and not (_is_int(value) or _is_seconds(value)):
+                raise ValueError(f"stage stats field {name!r} must be a number of seconds or null")
         if stats.error is not None and not isinstance(stats.error, str):
             raise ValueError("stage stats field 'error' must be a string or null")
         if not isinstance(stats.chunks, list):
@@ -99,6 +100,9 @@ class StageStats:
             stats.chunks = [(float(t), int(n)) for t, n in stats.chunks]
         except (TypeError, ValueError):
             raise ValueError("stage stats 'chunks' must be [seconds, length] pairs") from None
+        # JSON files may hold NaN or Infinity: a replay would wait for them forever.
+        if not all(_is_seconds(t) for t, _ in stats.chunks):
+            raise ValueError("stage stats 'chunks' times must be finite, non-negative seconds")
         return stats
 
 
@@ -160,6 +164,10 @@ class Turn:
             answer_stats=_stats_or_none(data.get("answer_stats")),
             created=str(data.get("created") or now_iso()),
         )
+
+
+def _is_seconds(value: object) -> bool:
+    return isinstance(value, float | int) and not isinstance(value, bool) and 0 <= value < math.inf
 
 
 def _is_int(value: object) -> bool:

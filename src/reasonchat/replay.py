@@ -7,6 +7,7 @@ Each stage re-streams its recorded chunks at their recorded offsets; a stage sav
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -50,7 +51,7 @@ def recorded_chunks(text: str, stats: StageStats | None) -> list[tuple[float, st
         return None
     out, previous_end, previous_t = [], 0, 0.0
     for t, end in stats.chunks:
-        if end < previous_end or end > len(text) or t < previous_t:
+        if end < previous_end or end > len(text) or not previous_t <= t < math.inf:
             return None  # timing that does not fit the text (edited, truncated): do not trust it
         if end > previous_end:
             out.append((t, text[previous_end:end]))

@@ -710,3 +710,26 @@ async def test_the_meter_marks_estimated_counts_as_approximate() -> None:
             text = str(screen.meter.render())
             assert text.startswith("~") is approximate, text
             assert ("(~" in text) is approximate, text
+
+
+async def test_a_message_sent_right_after_switching_keeps_every_earlier_turn_in_the_transcript(
+    store: Store,
+) -> None:
+    """The transcript of a conversation switched to is drawn after the next frame; a message sent
+    before that (the overflow dialog's "drop oldest" does it at once) must not lose the turn it
+    moved out of the panes."""
+    saved = Conversation()
+    for i in range(3):
+        turn = saved.add_turn(f"q{i}")
+        turn.reasoning, turn.answer = "r", f"a{i}"
+    app = make_app(store=store)
+    async with app.run_test(size=WIDE) as pilot:
+        screen = chat(app)
+        await wait_ready(pilot)
+        await screen._switch_to(saved)
+        await screen.send("next")
+        await wait_idle(pilot)
+        await pilot.pause(0.1)
+        shown = [t.turn.user for t in screen.query(TranscriptTurn)]
+        assert shown == ["q0", "q1", "q2"]
+        assert screen.turn_view.turn is saved.turns[-1] and saved.turns[-1].user == "next"

@@ -259,6 +259,25 @@ async def test_titles_with_terminal_escapes_are_shown_safe(store: Store) -> None
         assert "\x1b" not in detail(screen) and "hi there" in detail(screen)
 
 
+async def test_titles_and_models_that_look_like_markup_are_shown_as_written(store: Store) -> None:
+    """A title is the user's first message (or anything in an imported file): "[/b]" once crashed
+    the table (MarkupError) and "[b]" was rendered as styling."""
+    odd = Conversation(title="a [/b] c [b]bold?[/b] [@click=app.quit]x[/]", model="[/m] model")
+    odd.turns.append(Turn("hi", "r", "a"))
+    odd.updated = "[/yesterday]"
+    store.save(odd)
+    app = make_app(store=store)
+    async with app.run_test(size=WIDE) as pilot:
+        await wait_ready(pilot)
+        screen = await open_history(pilot)
+        title, updated, _, _, model = cells(screen, odd.id)
+        assert (title, updated, model) == (odd.title, "[/yesterday]", "[/m] model")
+        await select(pilot, screen, odd.id)
+        await pilot.press("f8", "y")
+        await wait_for(pilot, lambda: not screen.table.row_count)
+        assert any("a [/b] c" in n for n in notifications(app))
+
+
 # --- open and continue ---------------------------------------------------------------------------
 
 
@@ -675,6 +694,12 @@ async def test_a_path_that_cannot_be_written_is_shown_and_the_dialog_stays(
         await pilot.press("enter")
         await pilot.pause()
         assert app.screen is dialog and export_error(dialog) == "Give a file name."
+        # Paths pathlib itself refuses: an unknown user's home, a name longer than the system allows.
+        for value, reason in [("~nosuchuser/sky.md", "home directory"), ("x" * 300 + ".md", "too long")]:
+            dialog.path_input.value = value
+            await pilot.press("enter")
+            await pilot.pause()
+            assert app.screen is dialog and reason in export_error(dialog), export_error(dialog)
         await pilot.press("escape")
         await wait_for(pilot, lambda: app.screen is screen)
         assert not [n for n in notifications(app) if n.startswith("Exported")]

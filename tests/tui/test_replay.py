@@ -448,3 +448,32 @@ async def test_closing_a_replay_mid_write_leaves_the_chat_working() -> None:
         await send(pilot, "still here")
         await wait_idle(pilot)
         assert view.turn_view.pane("answer").text == "You said: **still here**"
+
+
+async def test_the_playing_keys_leave_the_footer_when_the_replay_ends() -> None:
+    from textual.widgets import Footer
+
+    def footer_actions(screen: ReplayScreen) -> set[str]:
+        return {binding.action for (_, binding, enabled, _) in screen.active_bindings.values() if enabled}
+
+    conv = timed_conversation(turns=1, reasoning_words=20)
+    async with ReplayApp(conv, 4.0, "one.json").run_test(size=WIDE) as pilot:
+        screen = await started(pilot)
+        assert {"pause", "next_turn", "speed", "to_end", "close"} <= footer_actions(screen)
+        await pilot.press("e")
+        await wait_for(pilot, lambda: screen.finished)
+        await pilot.pause()
+        actions = footer_actions(screen)
+        assert not actions & {"pause", "next_turn", "speed", "to_end"} and "close" in actions
+        assert screen.query_one(Footer)
+
+
+async def test_an_instant_replay_never_reads_as_another_speed() -> None:
+    conv = timed_conversation(turns=2)
+    async with ReplayApp(conv, 0.0, "two.json").run_test(size=WIDE) as pilot:
+        screen = replay_screen(pilot.app)
+        seen = [status(screen)]
+        while not screen.finished:
+            await pilot.pause(0.01)
+            seen.append(status(screen))
+        assert not any("1×" in line for line in seen), seen

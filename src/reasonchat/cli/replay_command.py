@@ -10,8 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from reasonchat import paths, transfer
-from reasonchat.cli.model_options import effective_config
+from reasonchat import config, paths, transfer
 from reasonchat.conversation import Conversation
 from reasonchat.errors import UserError
 from reasonchat.replay import SPEEDS, parse_speed
@@ -40,9 +39,13 @@ def load_target(target: str, data_dir: str | None) -> tuple[Conversation, str]:
     """The conversation ``target`` names, and how to name its source on screen."""
     if target == "-":
         raise UserError("replay reads a file or an id, not stdin")
-    path = Path(target).expanduser()
+    try:
+        path = Path(target).expanduser()
+        is_file = path.is_file()
+    except (OSError, RuntimeError) as err:  # ~nosuchuser, a name too long
+        raise UserError(f"cannot use {target!r}: {getattr(err, 'strerror', None) or err}") from None
     # Ids are hex: anything with a suffix or a directory part is meant as a file.
-    if path.is_file() or path.suffix or "/" in target:
+    if is_file or path.suffix or "/" in target:
         return transfer.load_file(path), path.name
     database = paths.database_path(data_dir)
     # An empty file (a first start interrupted) is no database yet: opening it would make one.
@@ -58,7 +61,8 @@ def build_replay_app(args: argparse.Namespace):  # -> ReplayApp (textual is impo
     speed = parse_speed(args.speed)
     from reasonchat.tui.replay_app import ReplayApp
 
-    return ReplayApp(conversation, speed, source, theme=effective_config(args).config.theme)
+    # The theme is the only setting a replay uses (config, not the model options: no engine import).
+    return ReplayApp(conversation, speed, source, theme=config.resolve().config.theme)
 
 
 def run_replay(args: argparse.Namespace) -> int:

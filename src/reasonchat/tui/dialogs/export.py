@@ -66,7 +66,7 @@ class ExportDialog(ModalScreen[Path | None]):
     def _format_changed(self, event: RadioSet.Changed) -> None:
         previous = default_path(self.conversation, self.format_name, self.directory)
         self.format_name = event.pressed.name or "markdown"
-        if Path(self.path_input.value).expanduser() == previous:  # still the suggestion: follow it
+        if self.path_input.value == str(previous):  # still the suggestion: follow it
             self.path_input.value = str(default_path(self.conversation, self.format_name, self.directory))
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
@@ -91,13 +91,18 @@ class ExportDialog(ModalScreen[Path | None]):
         if not value:
             self._error("Give a file name.")
             return
-        path = Path(value).expanduser()
-        if not path.is_absolute():
-            path = (self.directory or Path.cwd()) / path
-        if path.is_dir():
+        try:
+            path = Path(value).expanduser()
+            if not path.is_absolute():
+                path = (self.directory or Path.cwd()) / path
+            is_dir, exists = path.is_dir(), path.exists()
+        except (OSError, RuntimeError) as err:  # ~nosuchuser, a name too long, no permission
+            self._error(f"Cannot use {value!r}: {getattr(err, 'strerror', None) or err}")
+            return
+        if is_dir:
             self._error(f"{path} is a directory: give a file name.")
             return
-        if path.exists() and self._confirmed_replace != path:
+        if exists and self._confirmed_replace != path:
             self._confirmed_replace = path
             self._error(f"{path.name} already exists: press Export again to replace it.")
             return

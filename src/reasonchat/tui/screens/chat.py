@@ -400,8 +400,13 @@ class ChatScreen(Screen[None]):
         self.call_after_refresh(self._show_transcript)
 
     async def _show_transcript(self) -> None:
-        # Read at run time: a message sent meanwhile has already moved its predecessor here.
-        await self.query_one(Transcript).show(self.conversation.turns[:-1])
+        """Every turn but the one in the panes, as things stand when this runs (it is deferred)."""
+        turns = self.conversation.turns
+        moved = self._moved_to_transcript
+        # A message sent meanwhile moved the turn that was in the panes to the transcript; its own
+        # turn may or may not be in the conversation yet (the generating thread appends it).
+        upto = next((i + 1 for i, turn in enumerate(turns) if turn is moved), len(turns) - 1)
+        await self.query_one(Transcript).show(turns[:upto])
 
     async def _show_current_turn(self) -> None:
         turns = self.conversation.turns
@@ -496,7 +501,7 @@ class ChatScreen(Screen[None]):
         if self.store is None:
             self.notify("Nothing is saved in this session (no store).", severity="warning")
             return
-        screen = HistoryScreen(self.store, current=self.conversation, busy=lambda: self.busy)
+        screen = HistoryScreen(self.store, current=lambda: self.conversation, busy=lambda: self.busy)
         self.app.push_screen(screen, self._history_closed)
 
     async def _history_closed(self, outcome: HistoryOutcome | None) -> None:

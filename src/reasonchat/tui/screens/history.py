@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -79,18 +80,24 @@ class HistoryScreen(Screen[HistoryOutcome]):
         self,
         store: Store,
         *,
-        current: Conversation | None = None,
+        current: Callable[[], Conversation | None] = lambda: None,
         busy: Callable[[], bool] = lambda: False,
     ) -> None:
         super().__init__()
         self.store = store
-        # The chat's conversation: renaming it renames this object too, or the chat's next autosave
-        # (perhaps from a generation running now) would write the old title back.
-        self.current = current
+        # Both asked when needed: the chat may switch conversations (an overflow dialog over this
+        # screen) or finish generating while this screen is open.
+        self._current = current
         self._busy = busy
         self.outcome = HistoryOutcome()
         self.summaries: dict[str, ConversationSummary] = {}
         self.loaded_query: str | None = None  # the query the table shows (None: not loaded yet)
+
+    @property
+    def current(self) -> Conversation | None:
+        """The chat's conversation: renaming it renames this object too, or the chat's next autosave
+        (perhaps from a generation running now) would write the old title back."""
+        return self._current()
 
     @property
     def busy(self) -> bool:
@@ -109,7 +116,8 @@ class HistoryScreen(Screen[HistoryOutcome]):
 
     @property
     def current_id(self) -> str | None:
-        return self.current.id if self.current is not None else None
+        current = self.current
+        return current.id if current is not None else None
 
     @property
     def table(self) -> DataTable[str]:
@@ -138,8 +146,9 @@ class HistoryScreen(Screen[HistoryOutcome]):
     def _load(self, query: str) -> None:
         try:
             summaries = self.store.list(search=query or None, limit=LIST_LIMIT)
-        except ReasonchatError as err:
-            self.post_message(SearchResults(query, None, str(err)))
+        except Exception as err:  # noqa: BLE001 - whatever it is, the screen must say it and stay usable
+            message = str(err) if isinstance(err, ReasonchatError) else f"{type(err).__name__}: {err}"
+            self.post_message(SearchResults(query, None, message))
             return
         self.post_message(SearchResults(query, summaries, None))
 
@@ -147,7 +156,10 @@ class HistoryScreen(Screen[HistoryOutcome]):
         if message.query != self.search_input.value.strip():
             return  # typed on since: a newer search is coming
         if message.summaries is None:
-            self.notify(sanitize(message.error or "the store could not be read"), severity="error", markup=False)
+            error = sanitize(message.error or "the store could not be read")
+            self.notify(error, severity="error", markup=False)
+            if self.loaded_query is None:  # nothing was ever shown: say why instead of "Loading…"
+                self.query_one("#history-detail", Static).update(f"Could not list the conversations: {error}")
             return
         selected = self.selected_id
         self.summaries = {s.id: s for s in message.summaries}
@@ -155,14 +167,15 @@ class HistoryScreen(Screen[HistoryOutcome]):
         table = self.table
         table.clear()
         for s in message.summaries:
-            table.add_row(
+            # Text cells: a plain string would be read as markup, and titles are anybody's text.
+            cells = (
                 _one_line(s.title) or "(untitled)",
                 local_time(s.updated),
                 f"{s.turns:>5}",
                 f"{s.tokens:>7,}",
                 _one_line(s.model)[:MODEL_WIDTH] or "-",
-                key=s.id,
             )
+            table.add_row(*map(Text, cells), key=s.id)
         if selected in self.summaries:
             table.move_cursor(row=table.get_row_index(selected), animate=False)
         self._show_detail()
@@ -222,7 +235,7 @@ class HistoryScreen(Screen[HistoryOutcome]):
             table.move_cursor(row=max(0, min(table.cursor_row + delta, table.row_count - 1)))
 
     def action_open(self) -> None:
-        if self.busy and self.selected_id != self.current_id:
+        if self.selected is not None and self.busy and self.selected_id != self.current_id:
             self.notify(
                 "Still generating in the chat: wait for it, or cancel it (Esc there) first.",
                 severity="warning",
@@ -251,7 +264,9 @@ class HistoryScreen(Screen[HistoryOutcome]):
         def renamed(title: str | None) -> None:
             if title is None or title == summary.title:
                 return
-            current = self.current if self.current is not None and self.current.id == summary.id else None
+            current = self.current
+            if current is not None and current.id != summary.id:
+                current = None
             if current is not None:  # first, so no autosave can come between and write the old title
                 current.title = title
             try:
@@ -283,7 +298,7 @@ class HistoryScreen(Screen[HistoryOutcome]):
                 self.notify(sanitize(str(err)), title="Not deleted", severity="error", markup=False)
                 return
             self.outcome.deleted.add(summary.id)
-            self.notify(f"Deleted {_one_line(summary.title) or summary.id!r}.")
+            self.notify(f"Deleted {_one_line(summary.title) or summary.id!r}.", markup=False)
             self.refresh_list()
 
         turns = f"{summary.turns} turn" + ("" if summary.turns == 1 else "s")

@@ -37,6 +37,7 @@ STATUS_TICK_S = 0.25
 # ESC and the C1 controls that open a sequence (CSI, OSC, DCS, PM, APC, SOS).
 SEQUENCE_STARTS = "\x1b\x9b\x9d\x90\x9e\x9f\x98"
 MAX_HELD = 4096
+PLAYING_ACTIONS = frozenset({"pause", "next_turn", "speed", "to_end"})
 
 
 def clock_text(seconds: float) -> str:
@@ -47,7 +48,8 @@ def clock_text(seconds: float) -> str:
 class ReplayScreen(Screen[None]):
     ESCAPE_TO_MINIMIZE = False
     BINDINGS = [
-        Binding("space", "pause", "Pause/resume", id="replay.pause"),
+        # Priority: a focused transcript line takes Enter, not the replay's own key.
+        Binding("space", "pause", "Pause/resume", id="replay.pause", priority=True),
         Binding("n", "next_turn", "Next turn", id="replay.next_turn"),
         Binding("s", "speed", "Speed", id="replay.speed"),
         Binding("e", "to_end", "End", id="replay.to_end"),
@@ -225,6 +227,12 @@ class ReplayScreen(Screen[None]):
     def _finish(self) -> None:
         self.finished = True
         self._update_status()
+        self.refresh_bindings()  # the playing keys leave the footer
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in PLAYING_ACTIONS:
+            return not self.finished
+        return True
 
     # --- keys ----------------------------------------------------------------------------------
 
@@ -276,7 +284,7 @@ class ReplayScreen(Screen[None]):
             state, speed = "■ replayed", ""
         else:
             state = "❚❚ paused" if self.clock.paused else "▶ replaying"
-            speed = f" · {speed_label(self.clock.speed)}"
+            speed = f" · {speed_label(0.0 if self.instant else self.clock.speed)}"
         where = ""
         if self.events and not self.finished:
             position = self.clock.position()
