@@ -48,7 +48,7 @@ def clock_text(seconds: float) -> str:
 class ReplayScreen(Screen[None]):
     ESCAPE_TO_MINIMIZE = False
     BINDINGS = [
-        # Priority: a focused transcript line takes Enter, not the replay's own key.
+        # Priority: a focused transcript line would take Space (it toggles on Enter or Space).
         Binding("space", "pause", "Pause/resume", id="replay.pause", priority=True),
         Binding("n", "next_turn", "Next turn", id="replay.next_turn"),
         Binding("s", "speed", "Speed", id="replay.speed"),
