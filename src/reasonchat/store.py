@@ -143,6 +143,13 @@ _SUMMARY_COLUMNS = """
 """
 
 
+def existing_database(data_dir: str | Path | None = None) -> Path | None:
+    """The database in ``data_dir`` if one was ever written, for readers that must not create one. An
+    empty file (a first start interrupted) is none yet: opening it would make one."""
+    path = paths.database_path(data_dir)
+    return path if path.exists() and path.stat().st_size > 0 else None
+
+
 # --- the store -----------------------------------------------------------------------------------
 
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from reasonchat import config, paths, transfer
+from reasonchat import config, transfer
 from reasonchat.conversation import Conversation
 from reasonchat.errors import UserError
 from reasonchat.replay import SPEEDS, parse_speed
-from reasonchat.store import Store
+from reasonchat.store import Store, existing_database
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,9 +47,8 @@ def load_target(target: str, data_dir: str | None) -> tuple[Conversation, str]:
     # Ids are hex: anything with a suffix or a directory part is meant as a file.
     if is_file or path.suffix or "/" in target:
         return transfer.load_file(path), path.name
-    database = paths.database_path(data_dir)
-    # An empty file (a first start interrupted) is no database yet: opening it would make one.
-    if not database.exists() or database.stat().st_size == 0:
+    database = existing_database(data_dir)
+    if database is None:
         raise UserError(f"no conversation with id {target!r} (and no file of that name)")
     with Store(database) as store:
         conv_id = store.resolve(target)

@@ -14,11 +14,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from reasonchat import paths, transfer
+from reasonchat import transfer
 from reasonchat.conversation import local_time, new_id
 from reasonchat.errors import UserError
 from reasonchat.sanitize import sanitize
-from reasonchat.store import ConversationSummary, Store
+from reasonchat.store import ConversationSummary, Store, existing_database
 
 SHORT_ID = 8
 MIN_TITLE_WIDTH = 20
@@ -60,10 +60,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
-    database = paths.database_path(args.data_dir)
+    database = existing_database(args.data_dir)
     summaries: list[ConversationSummary] = []
     # Listing must not create the database (or its directory) on a machine that never saved one.
-    if database.exists():
+    if database is not None:
         with Store(database) as store:
             summaries = store.list(search=args.search)
     if args.json:
@@ -109,8 +109,8 @@ def _delete(args: argparse.Namespace) -> int:
 @contextmanager
 def _existing(data_dir: str | None, id_or_prefix: str) -> Iterator[tuple[Store, str]]:
     """The store and the full id of an existing conversation, without creating a database."""
-    database = paths.database_path(data_dir)
-    if not database.exists():
+    database = existing_database(data_dir)
+    if database is None:
         raise UserError(f"no conversation with id {id_or_prefix!r}")
     with Store(database) as store:
         yield store, store.resolve(id_or_prefix)

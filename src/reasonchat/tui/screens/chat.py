@@ -126,10 +126,7 @@ class ChatScreen(Screen[None]):
     async def on_mount(self) -> None:
         # A saved conversation's last question now, its Markdown (tens of milliseconds, more with code
         # to highlight) right after the first frame.
-        turns = self.conversation.turns
-        if turns:
-            await self.turn_view.start(turns[-1].user, turns[-1])
-        self.meter.usage = ContextUsage.of_turn(turns[-1] if turns else None, self.context_limit)
+        await self._show_current_turn(whole=False)
         self.composer.focus()
         for notice in self.options.notices:
             self.notify(sanitize(notice), title="Settings", severity="warning", timeout=15, markup=False)
@@ -408,10 +405,13 @@ class ChatScreen(Screen[None]):
         upto = next((i + 1 for i, turn in enumerate(turns) if turn is moved), len(turns) - 1)
         await self.query_one(Transcript).show(turns[:upto])
 
-    async def _show_current_turn(self) -> None:
+    async def _show_current_turn(self, whole: bool = True) -> None:
+        """The last turn in the panes (``whole=False``: its question only, the text comes later)."""
         turns = self.conversation.turns
-        if turns:
+        if turns and whole:
             await self.turn_view.show_turn(turns[-1])
+        elif turns:
+            await self.turn_view.start(turns[-1].user, turns[-1])
         else:
             await self.turn_view.reset()
         self.meter.usage = ContextUsage.of_turn(turns[-1] if turns else None, self.context_limit)

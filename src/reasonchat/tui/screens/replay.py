@@ -236,9 +236,9 @@ class ReplayScreen(Screen[None]):
 
     # --- keys ----------------------------------------------------------------------------------
 
+    # check_action keeps the playing keys from running once the replay has finished.
+
     def action_pause(self) -> None:
-        if self.finished:
-            return
         if self.clock.paused:
             self.clock.resume()
         else:
@@ -247,18 +247,15 @@ class ReplayScreen(Screen[None]):
         self._poke()
 
     def action_next_turn(self) -> None:
-        if not self.finished and self._skip is None:
+        if self._skip is None:
             self._skip = "turn"
             self._poke()
 
     def action_to_end(self) -> None:
-        if not self.finished:
-            self._skip = "end"
-            self._poke()
+        self._skip = "end"
+        self._poke()
 
     def action_speed(self) -> None:
-        if self.finished:
-            return
         self.clock.set_speed(next_speed(self.clock.speed))
         self._update_status()
         self._poke()
