@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from reasonchat.cli import main
+from reasonchat.sanitize import sanitize
 from reasonchat.store import Store
 from tests.helpers.engine_fixtures import (  # noqa: F401 (fixtures)
     byte_random_model_dir,
@@ -158,3 +161,51 @@ def test_ctrl_c_saves_the_partial_turn_as_cancelled(byte_random_model_dir: Path,
         turn = store.get(summary.id).turns[0]
     assert turn.reasoning_stats.stop_reason == "cancelled"
     assert len(turn.reasoning) >= 20 and turn.answer is None
+
+
+
+# A sequence whose parts arrive as separate chunks (the scripted backend streams whitespace-separated
+# words, and an OSC payload or a CSI's intermediate may hold a space): sanitizing each chunk on its
+# own would print "ZXZpbCBj..." and "q".
+SPLIT_REASONING = "Think \x1b]52;c; ZXZpbCBjbGlwYm9hcmQ=\x07 hard."
+SPLIT_ANSWER = "Cursor\x1b[1 q shape."
+
+
+def test_a_sequence_split_across_streamed_chunks_never_reaches_stdout(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reasonchat.cli import ask_command
+    from reasonchat.engine.scripted import ScriptedBackend
+
+    for text in (SPLIT_REASONING, SPLIT_ANSWER):  # the words ScriptedBackend streams
+        words = re.findall(r"\S+\s*|\s+", text)
+        assert "".join(sanitize(w) for w in words) != sanitize(text), "the test must split a sequence"
+    backend = ScriptedBackend(lambda request: SPLIT_REASONING if request.stage == "reasoning" else SPLIT_ANSWER)
+    monkeypatch.setattr(ask_command, "open_selected_backend", lambda args, progress=None: backend)
+    assert main(["ask", "--no-save", "hi"]) == 0
+    assert capsys.readouterr().out == "Reasoning:\nThink  hard.\n\nAnswer:\nCursor shape.\n"
+
+
+def test_on_a_tty_only_our_own_styling_reaches_the_terminal() -> None:
+    from rich.console import Console
+
+    from reasonchat.cli.ask_command import _Output
+    from reasonchat.conversation import StageStats
+    from reasonchat.engine.turn import StageFinished, TextChunk
+
+    out = _Output(json_mode=False)
+    out.tty = True
+    out.console = Console(file=io.StringIO(), force_terminal=True, color_system="standard", soft_wrap=True)
+    out.err = Console(file=io.StringIO(), force_terminal=True)
+    for stage, chunks in (
+        ("reasoning", ["a\x1b", "]52;c;ZXZp", "bCBj\x1b", "\\b"]),
+        ("answer", ["x\x9b", "2", "J", "y\x1b["]),  # the answer ends inside a sequence
+    ):
+        for i, chunk in enumerate(chunks):
+            out.event(TextChunk(0, stage, chunk, i + 1, 0.0))
+        out.event(StageFinished(0, stage, "".join(chunks), StageStats(stop_reason="eos")))
+    shown = out.console.file.getvalue()
+    for leak in ("52;", "ZXZp", "bCBj", "\x1b]", "\x9b", "2J", "\x1b[\n"):
+        assert leak not in shown
+    # Once Rich's own dim and bold codes are taken out, what is left is exactly the sanitized text.
+    assert sanitize(shown) == "Reasoning\nab\n\nAnswer\nxy\n"

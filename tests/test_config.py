@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
 from reasonchat import config
 from reasonchat.cli.app_commands import register as register_app_commands
+from reasonchat.settings import GenerationSettings
 from reasonchat.template import DEFAULT_CONTEXT_LIMIT, DEFAULT_SYSTEM_PROMPT
 
 
@@ -132,3 +134,8 @@ def test_config_command_shows_values_sources_and_the_path(
 def test_config_command_without_a_file(capsys: pytest.CaptureFixture[str]) -> None:
     out = config_command(capsys)
     assert out.splitlines()[0].endswith("(not found: defaults apply)")
+
+
+def test_every_field_is_a_key_and_the_generation_defaults_are_the_settings() -> None:
+    assert sorted(config.KEYS) == sorted(f.name for f in fields(config.Config))
+    assert GenerationSettings.of(config.Config()) == GenerationSettings()

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from reasonchat.engine.loading import DTYPE_CHOICES, ModelLoadError, load_model
+from reasonchat.engine.loading import ModelLoadError, load_model
 from reasonchat.errors import UserError
+from reasonchat.settings import DTYPES
 from reasonchat.template import END_OF_TEXT, IM_END, IM_START, REASONING_TOKEN
 from tests.helpers.engine_fixtures import (  # noqa: F401 - fixtures
     byte_random_model_dir,
@@ -233,7 +234,7 @@ def test_dtype_override(byte_random_model_dir: Path, dtype: str | None, expected
 
     loaded = load_model(byte_random_model_dir, dtype=dtype)
     assert loaded.model.dtype == getattr(torch, expected)
-    assert dtype is None or dtype in DTYPE_CHOICES
+    assert dtype is None or dtype in DTYPES
 
 
 def test_threads_must_be_positive(byte_random_model_dir: Path) -> None:

@@ -174,8 +174,8 @@ def test_mask_needs_chatml_tokens() -> None:
         unk_token = "<unk>"
         unk_token_id = 0
 
-        def convert_tokens_to_ids(self, tokens):
-            return [0 for _ in tokens]
+        def __call__(self, text, add_special_tokens=True):
+            return {"input_ids": [0]}  # everything it does not know is the unknown token
 
     with pytest.raises(ValueError, match="im_start"):
         create_answer_mask([1, 2, 3], NoChatML())

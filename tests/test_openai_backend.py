@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from reasonchat.bench.served import run_http_bench
 from reasonchat.cli.model_options import add_model_arguments
 from reasonchat.cli.openai_options import (
     add_backend_arguments,
@@ -26,10 +27,10 @@ from reasonchat.cli.openai_options import (
 )
 from reasonchat.conversation import STAGES, Conversation
 from reasonchat.engine.openai_backend import OpenAIBackend, estimate_tokens, normalize_base_url, sse_data
-from reasonchat.engine.openai_bench import run_http_bench
-from reasonchat.engine.protocol import ContextOverflow, GenerationError, GenerationSettings, StageRequest
+from reasonchat.engine.protocol import ContextOverflow, GenerationError, StageRequest
 from reasonchat.engine.turn import TextChunk, TurnRunner
 from reasonchat.errors import UserError
+from reasonchat.settings import GenerationSettings
 from reasonchat.template import END_OF_TEXT, IM_END, REASONING_TOKEN
 from tests.helpers.engine_fixtures import (  # noqa: F401 (fixtures)
     byte_tokenizer_dir,

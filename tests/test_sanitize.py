@@ -9,7 +9,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from reasonchat.sanitize import sanitize
+from reasonchat.sanitize import StreamSanitizer, sanitize
 
 ESC, BEL, ST, ST8 = "\x1b", "\x07", "\x1b\\", "\x9c"
 PAYLOAD = "ZXZpbCBjbGlwYm9hcmQ="  # base64 of "evil clipboard"
@@ -408,3 +408,107 @@ def test_property_complete_sequences_removed_text_kept(
 ) -> None:
     text = "".join(t + s for t, s in parts) + tail
     assert sanitize(text) == "".join(t for t, _ in parts) + tail
+
+
+# --- Streaming: StreamSanitizer ------------------------------------------------------------------
+def stream(pieces: list[str]) -> list[str]:
+    """What a StreamSanitizer gives for each piece, then its flush."""
+    sanitizer = StreamSanitizer()
+    return [sanitizer.feed(piece) for piece in pieces] + [sanitizer.flush()]
+
+
+def split_at(text: str, cuts: tuple[int, ...]) -> list[str]:
+    bounds = [0, *cuts, len(text)]
+    return [text[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+def assert_streams_like_sanitize(text: str, cuts: tuple[int, ...]) -> None:
+    outputs = stream(split_at(text, cuts))
+    for piece in outputs:
+        assert_clean(piece)
+        piece.encode("utf-8")  # strict: no lone surrogate either
+    assert "".join(outputs) == sanitize(text), f"split at {cuts}"
+
+
+# Every kind of sequence, each with text around it, so a wrong cut shows as lost or leaked text.
+STREAM_TEXTS = {
+    "csi-7bit": "a\x1b[1;31mred\x1b[0m b\x1b[?25l\x1b[2 qc",
+    "csi-8bit": "a\x9b2Jb\x9b38;5;196mc",
+    "csi-unterminated": "a\x1b[12;中b\x1b[",
+    "osc-bel": f"a{ESC}]52;c;{PAYLOAD}{BEL}b",
+    "osc-st": f"a{ESC}]8;;https://evil.example{ST}link{ESC}]8;;{ST}b",
+    "osc-8bit-st": f"a{ESC}]0;title{ST8}b\x9d52;c;{PAYLOAD}{ST}c",
+    "osc-unterminated": f"a{ESC}]52;c;{PAYLOAD}\nnext line{ESC}]0;t",
+    "osc-holding-c1": f"a{ESC}]52;\x9b2J\x90q{BEL}b",  # 8-bit starters inside a payload
+    "osc-crlf": f"a{ESC}]0;t\r\nb\r{ESC}]0;u\rv{BEL}w",
+    "dcs-sos-pm-apc": f"a{ESC}Pq#0;2{BEL}{ST}b{ESC}X sos {ST}c{ESC}^pm{ST8}d{ESC}_Gf=100;AA{ST}e",
+    "8bit-strings": f"a\x90q#0{ST8}b\x98s{ST}c\x9ep{ST8}d\x9fG;A{ST8}e\x90open",
+    "esc": f"a{ESC}(0b{ESC}7c{ESC}#8d{ESC}{ESC}[31me{ESC}\nf{ESC}",
+    "crlf": "a\r\nb\r\r\nc\rd\n\re\r",
+    "surrogates-c1": "a\udc9b[2Jb\ud83d\ude42c\x85d\x00\x7fe🙂",
+    "mixed": f"The \x1b[1m42\x1b[0m.\r\n{ESC}]52;c;{PAYLOAD}{BEL}\x1b[2JClick {ESC}]8;;u{ST}here{ESC}]8;;{ST}.\n",
+}
+
+
+@pytest.mark.parametrize("text", list(STREAM_TEXTS.values()), ids=list(STREAM_TEXTS))
+def test_stream_split_at_every_position(text: str) -> None:
+    assert_streams_like_sanitize(text, ())
+    for cut in range(len(text) + 1):
+        assert_streams_like_sanitize(text, (cut,))
+    assert_streams_like_sanitize(text, tuple(range(1, len(text))))  # one character at a time
+
+
+@pytest.mark.parametrize("text", list(STREAM_TEXTS.values()), ids=list(STREAM_TEXTS))
+def test_stream_split_at_every_pair_of_positions(text: str) -> None:
+    for first in range(len(text) + 1):
+        for second in range(first, len(text) + 1):
+            assert_streams_like_sanitize(text, (first, second))
+
+
+def test_a_sequence_split_across_chunks_leaks_nothing() -> None:
+    pieces = ["ok ", f"{ESC}]52;c;", PAYLOAD[:8], PAYLOAD[8:], f"{BEL} done", "\x1b", "[2J", "!"]
+    assert "".join(sanitize(p) for p in pieces) != "ok  done!", "per-chunk sanitize leaks the payload"
+    assert stream(pieces) == ["ok ", "", "", "", " done", "", "", "!", ""]
+
+
+def test_plain_chunks_pass_as_they_are() -> None:
+    sanitizer = StreamSanitizer()
+    assert sanitizer.feed("Hello") == "Hello"
+    assert sanitizer.feed(", 世界 🙂\n\t") == ", 世界 🙂\n\t"
+    assert sanitizer.feed("") == ""
+    assert sanitizer.flush() == ""
+
+
+def test_flush_and_reset_end_an_open_sequence() -> None:
+    sanitizer = StreamSanitizer()
+    assert sanitizer.feed("a\x1b[3") == "a"
+    assert sanitizer.flush() == ""  # an unterminated sequence at the end is removed, as sanitize does
+    assert sanitizer.feed("1mb") == "1mb"  # a new stream: the old sequence is gone
+    assert sanitizer.feed(f"c{ESC}]0;") == "c"
+    sanitizer.reset()
+    assert sanitizer.feed("title") == "title"
+
+
+def test_stream_of_a_long_payload_is_linear() -> None:
+    """An open sequence is held as at most three characters, however long its payload runs."""
+    sanitizer = StreamSanitizer()
+    start = time.perf_counter()
+    out = [sanitizer.feed(f"x{ESC}]52;c;")]
+    out += [sanitizer.feed(PAYLOAD) for _ in range(50_000)]  # 1 MB of clipboard payload
+    out += [sanitizer.feed("\x1b[" + "1;" * 5), *(sanitizer.feed("2;") for _ in range(50_000))]
+    out += [sanitizer.feed("m"), sanitizer.feed("y"), sanitizer.flush()]
+    assert time.perf_counter() - start < 2.0
+    assert "".join(out) == "xy"
+
+
+@given(hostile_text, st.lists(st.integers(min_value=0), max_size=8))
+@example(f"{ESC}]52;\x9b2J{BEL}b", [5])
+@example("\x1b\x1b[31m", [1, 2])
+@example("a\r\nb", [2])
+def test_property_any_split_streams_like_sanitize(text: str, cuts: list[int]) -> None:
+    assert_streams_like_sanitize(text, tuple(sorted(c % (len(text) + 1) for c in cuts)))
+
+
+@given(hostile_text)
+def test_property_one_character_at_a_time(text: str) -> None:
+    assert_streams_like_sanitize(text, tuple(range(1, len(text))))

@@ -127,7 +127,7 @@ def test_the_json_export_is_the_full_record() -> None:
 def test_markdown_shows_every_part_and_no_control_sequence() -> None:
     md = to_markdown(conversation_with_stats())
     assert md.startswith("# What is 12+30?\n")
-    for part in ("`demo/tiny`", "Be brief.", "**User**", "> tens: 1+3=4\n> units: 2+0=2", "42"):
+    for part in ("`demo/tiny`", "Be brief.", "**User**", "> tens: 1+3=4\\\n> units: 2+0=2", "42"):
         assert part in md
     assert "*Answer stopped: max_new_tokens*" in md
     assert "*Reasoning stopped: error (out of memory)*" in md

@@ -14,43 +14,37 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import platformdirs
 
 from reasonchat.paths import APP_NAME
-from reasonchat.template import DEFAULT_CONTEXT_LIMIT, DEFAULT_MAX_NEW_TOKENS, DEFAULT_SYSTEM_PROMPT
+from reasonchat.settings import BOUNDS, GenerationFields, out_of_bounds
+from reasonchat.template import DEFAULT_CONTEXT_LIMIT, DEFAULT_SYSTEM_PROMPT
 
 CONFIG_NAME = "config.toml"
 ENV_PREFIX = "REASONCHAT_"
-# Same spellings as the engine's loader accepts (reasonchat.engine.loading._DTYPES), kept here so this
-# module stays free of the engine.
-DTYPES = ("auto", "float32", "fp32", "float16", "fp16", "half", "bfloat16", "bf16")
 
 
 @dataclass(frozen=True)
-class Config:
-    """Effective values. ``None`` means: nobody set it (the checkpoint or the library decides)."""
+class Config(GenerationFields):
+    """Effective values: the generation fields (``max_new_tokens`` … ``seed``) and these. ``None``
+    means: nobody set it (the checkpoint or the library decides)."""
 
     model: str | None = None
     device: str | None = None
     dtype: str | None = None
     threads: int | None = None
     context_limit: int = DEFAULT_CONTEXT_LIMIT
-    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    repetition_penalty: float | None = None
-    seed: int | None = None
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     theme: str | None = None
 
 
-KEYS: tuple[str, ...] = tuple(f.name for f in fields(Config))
+# Every key with its type, in the order ``reasonchat config`` lists them (the generation fields come
+# first in ``fields(Config)``, which is not the order users read them in).
 _KINDS: dict[str, type] = {
     "model": str,
     "device": str,
@@ -66,16 +60,7 @@ _KINDS: dict[str, type] = {
     "system_prompt": str,
     "theme": str,
 }
-_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "threads": (lambda v: v >= 1, "at least 1"),
-    "context_limit": (lambda v: v >= 2, "at least 2"),
-    "max_new_tokens": (lambda v: v >= 1, "at least 1"),
-    "temperature": (lambda v: v >= 0, ">= 0"),
-    "top_p": (lambda v: 0 < v <= 1, "in (0, 1]"),
-    "top_k": (lambda v: v >= 0, ">= 0"),
-    "repetition_penalty": (lambda v: v > 0, "> 0"),
-    "dtype": (lambda v: v in DTYPES, "one of " + ", ".join(DTYPES)),
-}
+KEYS: tuple[str, ...] = tuple(_KINDS)
 _KIND_NAMES = {str: "a string", int: "an integer", float: "a number"}
 # The flag that sets each key, for ``reasonchat config`` and for messages.
 FLAGS: dict[str, str] = {key: "--" + key.replace("_", "-") for key in KEYS} | {"system_prompt": "--system"}
@@ -177,10 +162,7 @@ def _check(key: str, value: Any) -> str | None:
     # TOML booleans are Python bools, which are ints: "threads = true" must not mean 1.
     if isinstance(value, bool) or not isinstance(value, accepted):
         return f"must be {_KIND_NAMES[kind]}, got {_describe(value)}"
-    check = _RANGES.get(key)
-    if check is not None and not check[0](value):
-        return f"must be {check[1]}, got {value!r}"
-    return None
+    return out_of_bounds(key, value) if key in BOUNDS else None
 
 
 def _parse_env(key: str, raw: str) -> tuple[Any, str | None]:

@@ -128,6 +128,19 @@ class Turn:
     def complete(self) -> bool:
         return self.answer is not None
 
+    def context_tokens(self) -> int:
+        """Tokens this turn left in the context window: the prompt of its last stage that counted one,
+        plus what that stage generated; 0 without counts (an imported turn).
+
+        The answer's prompt already holds the reasoning prompt and the reasoning (as the tokenizer
+        splits them again, with the stage's header), so it is exact where a sum of the parts is not.
+        """
+        for stats in (self.answer_stats, self.reasoning_stats):
+            # An answer cancelled before it began has stats but never counted a prompt.
+            if stats is not None and stats.prompt_tokens:
+                return stats.prompt_tokens + stats.new_tokens
+        return 0
+
     def messages(self) -> list[dict[str, str]]:
         out = [{"role": USER_ROLE, "content": self.user}]
         if self.reasoning is not None:
@@ -202,6 +215,11 @@ class Conversation:
 
     def touch(self) -> None:
         self.updated = now_iso()
+
+    def context_tokens(self) -> int:
+        """Tokens the conversation occupies in the context window, as its latest turn with counts left
+        them (``Turn.context_tokens``); 0 when no turn has counts."""
+        return next((n for turn in reversed(self.turns) if (n := turn.context_tokens())), 0)
 
     def add_turn(self, user: str) -> Turn:
         turn = Turn(user=user)

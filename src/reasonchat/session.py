@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+from reasonchat import demo_model
 from reasonchat.conversation import Conversation, Turn
 from reasonchat.engine.protocol import Backend, ContextOverflow, GenerationError, GenerationSettings
 from reasonchat.engine.turn import StageFinished, StageStarted, TurnEvent, TurnRunner
@@ -33,7 +34,8 @@ class ChatSession:
         self.store = store
         self.runner = TurnRunner(backend, settings, context_limit)
         if not conversation.model:
-            conversation.model = backend.description
+            # The demo model is saved by name: its path is one install's, often a temporary one.
+            conversation.model = demo_model.label(backend.description)
         self._lock = threading.Lock()
         self._busy = False
 

@@ -461,16 +461,6 @@ def _like_pattern(term: str) -> str:
 # --- rows ----------------------------------------------------------------------------------------
 
 
-def context_tokens(conv: Conversation) -> int:
-    """The context the conversation used at its latest generation with stats: that stage's prompt
-    plus what it generated (0 when no stage has stats)."""
-    for turn in reversed(conv.turns):
-        for stats in (turn.answer_stats, turn.reasoning_stats):
-            if stats is not None and stats.prompt_tokens:
-                return stats.prompt_tokens + stats.new_tokens
-    return 0
-
-
 def _conversation_row(conv: Conversation) -> dict[str, Any]:
     return {
         "id": conv.id,
@@ -479,7 +469,7 @@ def _conversation_row(conv: Conversation) -> dict[str, Any]:
         "updated": conv.updated,
         "model": conv.model,
         "system_prompt": conv.system_prompt,
-        "tokens": context_tokens(conv),
+        "tokens": conv.context_tokens(),
     }
 
 

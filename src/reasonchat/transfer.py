@@ -16,6 +16,7 @@ from typing import Any
 
 from reasonchat.conversation import Conversation, StageStats, Turn
 from reasonchat.errors import UserError
+from reasonchat.line_breaks import with_hard_breaks
 from reasonchat.sanitize import sanitize
 
 FORMAT_NAME = "reasonchat.conversation"
@@ -58,14 +59,19 @@ def to_markdown(conv: Conversation) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
+def _as_written(text: str) -> str:
+    """Terminal-safe, with its single newlines kept as line breaks by any Markdown renderer."""
+    return with_hard_breaks(sanitize(text))
+
+
 def _turn_markdown(number: int, turn: Turn) -> list[str]:
-    lines = [f"## Turn {number}", "", "**User**", "", sanitize(turn.user), ""]
+    lines = [f"## Turn {number}", "", "**User**", "", _as_written(turn.user), ""]
     if turn.reasoning is not None:
         lines += ["**Reasoning**", ""]
-        lines += [f"> {line}".rstrip() for line in sanitize(turn.reasoning).split("\n")]
+        lines += [f"> {line}".rstrip() for line in _as_written(turn.reasoning).split("\n")]
         lines += [""] + _stop_note("Reasoning", turn.reasoning_stats)
     if turn.answer is not None:
-        lines += ["**Answer**", "", sanitize(turn.answer), ""]
+        lines += ["**Answer**", "", _as_written(turn.answer), ""]
         lines += _stop_note("Answer", turn.answer_stats)
     return lines
 

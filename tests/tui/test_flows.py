@@ -49,12 +49,11 @@ async def test_a_turn_fills_both_panes_and_is_saved(store: Store) -> None:
         assert screen.composer.text == ""
         usage = screen.meter.usage
         turn = screen.conversation.turns[0]
-        assert (usage.prompt, usage.reasoning, usage.answer) == (
-            turn.reasoning_stats.prompt_tokens,
-            turn.reasoning_stats.new_tokens,
-            turn.answer_stats.new_tokens,
-        )
-        assert usage.total > 0
+        # The meter shows what the history lists: the answer's prompt (which holds the reasoning
+        # with its stage header) plus the answer.
+        assert (usage.prompt, usage.answer) == (turn.reasoning_stats.prompt_tokens, turn.answer_stats.new_tokens)
+        assert usage.reasoning >= turn.reasoning_stats.new_tokens
+        assert usage.total == turn.context_tokens() > 0
     saved = store.get(screen.conversation.id).turns
     assert [(t.user, t.reasoning_stats.stop_reason, t.answer_stats.stop_reason) for t in saved] == [
         ("hello there", "eos", "eos")
@@ -476,7 +475,7 @@ async def test_the_meter_shows_the_next_prompt_while_typing() -> None:
 
 @pytest.mark.parametrize(("total", "classes"), [(2000, set()), (2100, {"-warning"}), (2700, {"-error"})])
 async def test_meter_colours_at_70_and_90_percent(total: int, classes: set[str]) -> None:
-    from reasonchat.tui.context_budget import ContextUsage
+    from reasonchat.budget import ContextUsage
 
     app = make_app(context_limit=3000)
     async with app.run_test(size=SMALL) as pilot:
@@ -488,7 +487,7 @@ async def test_meter_colours_at_70_and_90_percent(total: int, classes: set[str])
 
 
 async def test_no_color_keeps_the_meter_levels_readable(monkeypatch: pytest.MonkeyPatch) -> None:
-    from reasonchat.tui.context_budget import ContextUsage
+    from reasonchat.budget import ContextUsage
 
     monkeypatch.setenv("NO_COLOR", "1")
     app = make_app(context_limit=100)

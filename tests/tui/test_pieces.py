@@ -1,5 +1,5 @@
-"""The app's pure pieces: context arithmetic, dropping old turns, the event pipe, clipboard sequences,
-and the cold-start promise (no torch before the first frame)."""
+"""The app's pure pieces: the event pipe, clipboard sequences, and the cold-start promise (no torch
+before the first frame). Context arithmetic is tested in tests/test_budget.py."""
 
 from __future__ import annotations
 
@@ -9,70 +9,13 @@ import sys
 import threading
 import time
 
-from reasonchat.conversation import Conversation, StageStats, Turn
-from reasonchat.engine.scripted import ScriptedBackend
+from reasonchat.conversation import StageStats
 from reasonchat.engine.turn import StageFinished, StageStarted, TextChunk
 from reasonchat.errors import UserError
 from reasonchat.tui.clipboard import osc52, tmux_passthrough
-from reasonchat.tui.context_budget import (
-    ContextUsage,
-    drop_oldest_turns,
-    generation_reserve,
-    level_of,
-)
-from reasonchat.tui.messages import NextPromptCounted, TokensProgress
-from reasonchat.tui.worker import TurnEnded, TurnPipe, coalesce, describe
-
-
-def test_levels_switch_at_70_and_90_percent() -> None:
-    assert [level_of(n, 1000) for n in (699, 700, 899, 900, 1200)] == [
-        "ok", "warning", "warning", "error", "error",
-    ]  # fmt: skip
-
-
-def test_usage_of_a_saved_turn() -> None:
-    turn = Turn("q", "r", "a", StageStats(prompt_tokens=100, new_tokens=20), StageStats(new_tokens=5))
-    usage = ContextUsage.of_turn(turn, 32000)
-    assert (usage.prompt, usage.reasoning, usage.answer, usage.total) == (100, 20, 5, 125)
-    assert ContextUsage.of_turn(Turn("imported", "r", "a"), 32000).total == 0
-
-
-def conversation_of(n: int) -> Conversation:
-    conv = Conversation(title="long talk")
-    for i in range(n):
-        turn = conv.add_turn(f"question {i} " + "pad " * 10)
-        turn.reasoning, turn.answer = "thinking", "answer"
-    return conv
-
-
-def test_drop_oldest_turns_drops_as_few_as_fit() -> None:
-    count = ScriptedBackend().count_tokens
-    conv = conversation_of(10)
-
-    def prompt(turns: list[Turn]) -> int:
-        probe = Conversation(system_prompt=conv.system_prompt, turns=[*turns, Turn("new message")])
-        return count(probe.stage_prompt(len(probe.turns) - 1, "reasoning"))
-
-    limit = prompt(conv.turns[4:]) + 10  # fits after dropping 4 turns (reserve 10), not after 3
-    shortened, dropped = drop_oldest_turns(conv, "new message", count, limit, reserve=10)
-    assert dropped == 4 and shortened is not None
-    assert [t.user for t in shortened.turns] == [t.user for t in conv.turns[4:]]
-    assert shortened.id != conv.id and shortened.system_prompt == conv.system_prompt
-    assert shortened.title == "long talk (continued)"
-    assert len(conv.turns) == 10  # the original is untouched
-    shortened.turns[0].answer = "changed"
-    assert conv.turns[4].answer == "answer"  # a copy, not shared turns
-
-
-def test_drop_oldest_turns_when_nothing_helps() -> None:
-    count = ScriptedBackend().count_tokens
-    shortened, dropped = drop_oldest_turns(conversation_of(3), "word " * 100, count, 50, reserve=1)
-    assert shortened is None and dropped == 3
-
-
-def test_generation_reserve() -> None:
-    assert generation_reserve(3000, 32000) == 3000
-    assert generation_reserve(3000, 400) == 100  # a quarter of a tiny window
+from reasonchat.budget import ContextUsage
+from reasonchat.tui.messages import NextPromptCounted
+from reasonchat.tui.worker import TurnEnded, TurnPipe, coalesce, describe, track_usage
 
 
 def test_coalesce_merges_consecutive_text_of_one_stage() -> None:
@@ -119,12 +62,26 @@ async def test_the_pipe_never_blocks_the_producer_and_keeps_order() -> None:
     assert batches < count  # drained in batches, not one wake-up per token
 
 
-def test_a_newer_count_of_the_same_stage_supersedes_a_queued_one() -> None:
-    queued = TokensProgress(3, "reasoning", 100, 5)
-    assert queued.can_replace(TokensProgress(3, "reasoning", 100, 6))
-    # The last count of a stage, or of an older run, is never dropped for another's.
-    assert not queued.can_replace(TokensProgress(3, "answer", 120, 1))
-    assert not queued.can_replace(TokensProgress(4, "reasoning", 90, 1))
+def test_the_meter_follows_the_same_events_as_the_panes() -> None:
+    usage = ContextUsage(1000)
+    events = [
+        StageStarted(0, "reasoning", 40, 0, 1000),
+        TextChunk(0, "reasoning", "ab", 2, 0.1),
+        TextChunk(0, "reasoning", "c", 3, 0.2),
+        StageFinished(0, "reasoning", "abc", StageStats(prompt_tokens=40, new_tokens=3)),
+        StageStarted(0, "answer", 50, 43, 1000),  # the answer prompt is not counted twice
+        TextChunk(0, "answer", "d", 1, 0.3),
+    ]
+    seen = []
+    for event in events:
+        usage = track_usage(usage, event)
+        seen.append((usage.prompt, usage.reasoning, usage.answer))
+    assert seen == [(40, 0, 0), (40, 2, 0), (40, 3, 0), (40, 3, 0), (40, 3, 0), (40, 3, 1)]
+    # A replayed stage saved without stats leaves the counts as they were.
+    assert track_usage(usage, StageFinished(0, "answer", "d", None)) == usage
+
+
+def test_a_newer_prompt_count_supersedes_a_queued_one() -> None:
     assert NextPromptCounted("a", 1).can_replace(NextPromptCounted("ab", 2))
 
 

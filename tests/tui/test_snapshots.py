@@ -16,7 +16,7 @@ from reasonchat.conversation import Conversation
 from reasonchat.engine.scripted import ScriptedBackend
 from reasonchat.session import ChatSession
 from reasonchat.store import Store
-from reasonchat.tui.context_budget import ContextUsage
+from reasonchat.budget import ContextUsage
 from reasonchat.tui.widgets.status_bar import ModelStatus
 from reasonchat.tui.widgets.thinking import ThinkingIndicator
 from tests.tui.helpers import SMALL, WIDE, PausingBackend, chat, make_app, send, wait_for, wait_idle, wait_ready

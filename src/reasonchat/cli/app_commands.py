@@ -54,6 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def build_app(args: argparse.Namespace) -> Any:
     """The app for ``args``, not yet running (tests drive it with ``run_test``). Flag errors and an
     unknown ``--continue`` id raise ``UserError`` here, before the screen is taken over."""
+    from reasonchat import paths
     from reasonchat.store import Store
     from reasonchat.tui.app import ReasonchatApp
     from reasonchat.tui.options import AppOptions
@@ -80,6 +81,7 @@ def build_app(args: argparse.Namespace) -> Any:
         settings=settings,
         context_limit=cfg.context_limit,
         theme=cfg.theme,
+        data_dir=paths.data_dir(args.data_dir),
         notices=resolved.problems,
     )
     return ReasonchatApp(options)

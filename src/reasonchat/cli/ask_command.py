@@ -21,7 +21,7 @@ from reasonchat.cli.model_options import (
 from reasonchat.conversation import STAGES, Conversation, StageStats, Turn
 from reasonchat.engine.protocol import ContextOverflow
 from reasonchat.errors import UserError
-from reasonchat.sanitize import sanitize
+from reasonchat.sanitize import StreamSanitizer, sanitize
 from reasonchat.template import DEFAULT_SYSTEM_PROMPT
 
 
@@ -133,6 +133,8 @@ class _Output:
         self.console = Console(soft_wrap=True, highlight=False)
         self.err = Console(stderr=True, soft_wrap=True, highlight=False)
         self.stage: str | None = None
+        # One per stage: a sequence split across two chunks must not show its second half.
+        self.sanitizer = StreamSanitizer()
 
     def progress(self, message: str) -> None:
         if self.err.is_terminal:
@@ -148,15 +150,16 @@ class _Output:
         if isinstance(event, TextChunk):
             if event.stage != self.stage:
                 self._label(event.stage)
-            self._write(sanitize(event.text), event.stage)
+            self._write(self.sanitizer.feed(event.text), event.stage)
         elif isinstance(event, StageFinished):
             if event.stage != self.stage:
                 self._label(event.stage)
-            self._write("\n", event.stage)
+            self._write(self.sanitizer.flush() + "\n", event.stage)
             self._report_stop(event.stage, event.stats)
 
     def _label(self, stage: str) -> None:
         self.stage = stage
+        self.sanitizer.reset()
         label = "Reasoning" if stage == "reasoning" else "Answer"
         if stage == "answer":
             self._write("\n", stage)
@@ -166,6 +169,8 @@ class _Output:
             self.console.print(f"{label}:", markup=False)
 
     def _write(self, text: str, stage: str) -> None:
+        if not text:
+            return  # all held back: printing "" would still flush for nothing
         style = "dim" if self.tty and stage == "reasoning" else None
         self.console.print(text, end="", style=style, markup=False)
         self.console.file.flush()
@@ -188,17 +193,10 @@ class _Output:
             "saved": saved,
             "reasoning": turn.reasoning,
             "answer": turn.answer,
-            "context": {"used": context_used(turn), "limit": limit},
+            "context": {"used": turn.context_tokens(), "limit": limit},
             "stages": {stage: stage_json(turn.stats(stage)) for stage in STAGES},
         }
         print(json.dumps(data, ensure_ascii=False, indent=2))
-
-
-def context_used(turn: Turn) -> int:
-    for stats in (turn.answer_stats, turn.reasoning_stats):
-        if stats is not None and stats.prompt_tokens:
-            return stats.prompt_tokens + stats.new_tokens
-    return 0
 
 
 def stage_json(stats: StageStats | None) -> dict[str, Any] | None:

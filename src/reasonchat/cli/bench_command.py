@@ -1,10 +1,13 @@
-"""``reasonchat bench``: the engine against the card's naive loop (see ``reasonchat.bench``)."""
+"""``reasonchat bench``: the engine against the card's naive loop, or a served model over HTTP (see
+``reasonchat.bench``)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from reasonchat.cli.model_options import add_model_arguments, open_backend
 from reasonchat.cli.openai_options import add_backend_arguments, open_openai_backend, selected_backend
@@ -48,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from reasonchat.bench import run_bench
+    from reasonchat.bench.local import run_bench
 
     if selected_backend(args) == "openai":
         return run_openai(args)
@@ -56,44 +59,40 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("bench compares against the naive loop itself; drop --no-cache-reuse")
     err = Console(stderr=True, highlight=False)
     backend = open_backend(args, progress=lambda m: err.print(f"[dim]{m}…[/dim]"))
-    result = run_bench(
-        backend,
-        args.history_tokens,
-        decode_tokens=args.decode_tokens,
-        stage_tokens=args.stage_tokens,
-        report=lambda m: err.print(f"[dim]{m}[/dim]"),
-    )
-    if args.json:
-        json.dump(result.to_json(), sys.stdout, indent=2)
-        print()
-    else:
-        print_tables(result)
-    return 0
+    result = run_bench(backend, args.history_tokens, **_options(args, err))
+    return _output(args, result.to_json(), lambda: print_tables(result))
 
 
 def run_openai(args: argparse.Namespace) -> int:
     """Over HTTP there is no naive loop to compare with: stage-2 and next-turn TTFT, decode tokens/s."""
     from rich.console import Console
 
-    from reasonchat.engine.openai_bench import run_http_bench
+    from reasonchat.bench.served import run_http_bench
 
     err = Console(stderr=True, highlight=False)
     backend = open_openai_backend(args, progress=lambda m: err.print(f"[dim]{m}…[/dim]"))
     try:
-        result = run_http_bench(
-            backend,
-            args.history_tokens,
-            decode_tokens=args.decode_tokens,
-            stage_tokens=args.stage_tokens,
-            report=lambda m: err.print(f"[dim]{m}[/dim]"),
-        )
+        result = run_http_bench(backend, args.history_tokens, **_options(args, err))
     finally:
         backend.close()
+    return _output(args, result.to_json(), lambda: print("\n".join(result.lines())))
+
+
+def _options(args: argparse.Namespace, err: Any) -> dict[str, Any]:
+    """What both benchmarks take from the command line; their progress lines go to ``err``."""
+    return {
+        "decode_tokens": args.decode_tokens,
+        "stage_tokens": args.stage_tokens,
+        "report": lambda m: err.print(f"[dim]{m}[/dim]"),
+    }
+
+
+def _output(args: argparse.Namespace, data: dict[str, Any], show: Callable[[], None]) -> int:
     if args.json:
-        json.dump(result.to_json(), sys.stdout, indent=2)
+        json.dump(data, sys.stdout, indent=2)
         print()
     else:
-        print("\n".join(result.lines()))
+        show()
     return 0
 
 

@@ -10,8 +10,9 @@ import argparse
 from collections.abc import Callable
 
 from reasonchat import config
-from reasonchat.engine.protocol import Backend, GenerationSettings
+from reasonchat.engine.protocol import Backend
 from reasonchat.errors import UserError
+from reasonchat.settings import DTYPE_NAMES, GenerationSettings, out_of_bounds
 from reasonchat.template import DEFAULT_CONTEXT_LIMIT, DEFAULT_MAX_NEW_TOKENS
 
 # Namespace attribute -> config key, for the flags that have a config key.
@@ -36,7 +37,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--model", metavar="PATH", help="checkpoint directory or hub id (default: the demo model)")
     group.add_argument("--device", help="cpu, cuda, cuda:1, mps … (default: device_map=auto)")
-    group.add_argument("--dtype", help="auto, float32, bfloat16, float16 (default: the checkpoint's)")
+    group.add_argument("--dtype", help=f"{', '.join(DTYPE_NAMES)} (default: the checkpoint's)")
     group.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
     group.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own code")
     group.add_argument(
@@ -74,16 +75,9 @@ def effective_config(args: argparse.Namespace) -> config.ResolvedConfig:
 
 def generation_settings(args: argparse.Namespace) -> GenerationSettings:
     cfg = effective_config(args).config
-    if cfg.context_limit < 2:
-        raise UserError(f"--context-limit must be at least 2, got {cfg.context_limit}")
-    return GenerationSettings(
-        max_new_tokens=cfg.max_new_tokens,
-        temperature=cfg.temperature,
-        top_p=cfg.top_p,
-        top_k=cfg.top_k,
-        repetition_penalty=cfg.repetition_penalty,
-        seed=cfg.seed,
-    )
+    if problem := out_of_bounds("context_limit", cfg.context_limit):
+        raise UserError(f"--context-limit {problem}")
+    return GenerationSettings.of(cfg)
 
 
 def context_limit(args: argparse.Namespace) -> int:

@@ -61,7 +61,7 @@ def build_replay_app(args: argparse.Namespace):  # -> ReplayApp (textual is impo
     from reasonchat.tui.replay_app import ReplayApp
 
     # The theme is the only setting a replay uses (config, not the model options: no engine import).
-    return ReplayApp(conversation, speed, source, theme=config.resolve().config.theme)
+    return ReplayApp(conversation, speed, source, theme=config.resolve().config.theme, data_dir=args.data_dir)
 
 
 def run_replay(args: argparse.Namespace) -> int:

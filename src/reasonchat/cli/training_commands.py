@@ -10,8 +10,7 @@ import sys
 from typing import Any
 
 from reasonchat.errors import UserError
-
-DTYPES = ("auto", "float32", "bfloat16", "float16")
+from reasonchat.settings import DTYPE_NAMES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,7 +38,7 @@ def _register_prepare(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--add-chatml", action="store_true", help="also add <|im_start|>/<|im_end|> if the tokenizer lacks them"
     )
-    parser.add_argument("--dtype", choices=DTYPES, default="auto", help="dtype to save (default: as loaded)")
+    parser.add_argument("--dtype", choices=DTYPE_NAMES, default="auto", help="dtype to save (default: as loaded)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own code")
     parser.set_defaults(func=_run_prepare)
@@ -109,7 +108,7 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--eval-every", type=int, default=d.eval_every, metavar="N", help=f"default {d.eval_every}")
     group.add_argument("--eval-batches", type=int, metavar="N", help="cap the eval (default: the whole file)")
     group.add_argument("--save-every", type=int, default=d.save_every, metavar="N", help=f"default {d.save_every}")
-    group.add_argument("--save-dtype", choices=DTYPES, default="auto",
+    group.add_argument("--save-dtype", choices=DTYPE_NAMES, default="auto",
                        help="dtype of the final model (default: the base model's)")  # fmt: skip
     group.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     group.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")

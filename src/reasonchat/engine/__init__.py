@@ -7,11 +7,11 @@ from reasonchat.engine.protocol import (
     Backend,
     ContextOverflow,
     GenerationError,
-    GenerationSettings,
     StageRequest,
     StageStream,
 )
 from reasonchat.engine.turn import StageFinished, StageStarted, TextChunk, TurnEvent, TurnRunner
+from reasonchat.settings import GenerationSettings
 
 __all__ = [
     "Backend",

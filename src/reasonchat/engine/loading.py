@@ -15,22 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from reasonchat.errors import UserError
-from reasonchat.template import END_OF_TEXT, IM_END, IM_START, REASONING_TOKEN
+from reasonchat.settings import DTYPE_SPELLINGS, DTYPES, out_of_bounds
+from reasonchat.template import IM_END, IM_START, REASONING_TOKEN
+from reasonchat.token_ids import single_token_id, stop_ids
 
 Progress = Callable[[str], None]
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-_DTYPES = {
-    "auto": "auto",
-    "float32": "float32",
-    "fp32": "float32",
-    "float16": "float16",
-    "fp16": "float16",
-    "half": "float16",
-    "bfloat16": "bfloat16",
-    "bf16": "bfloat16",
-}
-DTYPE_CHOICES = tuple(_DTYPES)
 
 
 class ModelLoadError(UserError):
@@ -100,12 +91,6 @@ def load_tokenizer(source: str, *, trust_remote_code: bool = False, local_only: 
         raise ModelLoadError(f"no usable tokenizer in {source}: {_first_line(err)}") from None
 
 
-def single_token_id(tokenizer: Any, token: str) -> int | None:
-    """The id of ``token`` if the tokenizer encodes it as exactly one token, else None."""
-    ids = tokenizer(token, add_special_tokens=False)["input_ids"]
-    return ids[0] if len(ids) == 1 else None
-
-
 def check_tokenizer(tokenizer: Any, source: str) -> tuple[int, list[int]]:
     """``(reasoning_id, eos_ids)``, or a ``ModelLoadError`` saying what is missing and what to do."""
     for token in (IM_START, IM_END):
@@ -127,11 +112,7 @@ def check_tokenizer(tokenizer: Any, source: str) -> tuple[int, list[int]]:
             f"{REASONING_TOKEN} is an ordinary token in the tokenizer in {source}, not a special one "
             f"(it would show in decoded text); run `reasonchat prepare-model {source} OUT` first"
         )
-    eos_ids = [single_token_id(tokenizer, IM_END)]
-    end_of_text = single_token_id(tokenizer, END_OF_TEXT)
-    if end_of_text is not None:
-        eos_ids.append(end_of_text)
-    return reasoning_id, [i for i in eos_ids if i is not None]
+    return reasoning_id, stop_ids(tokenizer)
 
 
 def load_model(
@@ -148,11 +129,11 @@ def load_model(
     report(f"checking {os.fspath(model)}")
     source, is_local = resolve_source(model)
     local_only = is_local or _offline()
-    dtype_name = _DTYPES.get((dtype or "auto").lower())
+    dtype_name = DTYPE_SPELLINGS.get((dtype or "auto").lower())
     if dtype_name is None:
-        raise ModelLoadError(f"unknown dtype {dtype!r} (choose from {', '.join(DTYPE_CHOICES)})")
-    if threads is not None and threads < 1:
-        raise ModelLoadError(f"--threads must be at least 1, got {threads}")
+        raise ModelLoadError(f"unknown dtype {dtype!r} (choose from {', '.join(DTYPES)})")
+    if threads is not None and (problem := out_of_bounds("threads", threads)):
+        raise ModelLoadError(f"--threads {problem}")
 
     report("importing torch and transformers")
     import torch

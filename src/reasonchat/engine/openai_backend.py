@@ -255,7 +255,8 @@ class OpenAIBackend:
         return _SpecialIds(reasoning_id=reasoning[0], stop_ids=stop_ids)
 
     def _load_tokenizer(self, directory: str, server_ids: _SpecialIds | None) -> Any:
-        from reasonchat.engine.loading import check_tokenizer, load_tokenizer, single_token_id
+        from reasonchat.engine.loading import check_tokenizer, load_tokenizer
+        from reasonchat.token_ids import single_token_id
 
         if not Path(directory).expanduser().is_dir():
             raise UserError(f"--tokenizer {directory}: not a directory")

@@ -13,7 +13,8 @@ from typing import Protocol, runtime_checkable
 
 from reasonchat.conversation import Stage, StageStats
 from reasonchat.errors import ReasonchatError, UserError
-from reasonchat.template import DEFAULT_CONTEXT_LIMIT, DEFAULT_MAX_NEW_TOKENS
+from reasonchat.settings import GenerationSettings
+from reasonchat.template import DEFAULT_CONTEXT_LIMIT
 
 
 class GenerationError(ReasonchatError):
@@ -42,30 +43,6 @@ def cap_new_tokens(stage: Stage, prompt_tokens: int, limit: int, requested: int)
     if room < 1:
         raise ContextOverflow(stage, prompt_tokens, limit)
     return min(requested, room)
-
-
-@dataclass(frozen=True)
-class GenerationSettings:
-    """Per-stage generation settings. ``None`` means: the checkpoint's ``generation_config`` decides."""
-
-    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    repetition_penalty: float | None = None
-    seed: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise UserError(f"max new tokens must be at least 1, got {self.max_new_tokens}")
-        if self.temperature is not None and self.temperature < 0:
-            raise UserError(f"temperature must be >= 0, got {self.temperature}")
-        if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise UserError(f"top-p must be in (0, 1], got {self.top_p}")
-        if self.top_k is not None and self.top_k < 0:
-            raise UserError(f"top-k must be >= 0, got {self.top_k}")
-        if self.repetition_penalty is not None and self.repetition_penalty <= 0:
-            raise UserError(f"repetition penalty must be > 0, got {self.repetition_penalty}")
 
 
 @dataclass
@@ -101,6 +78,12 @@ class Backend(Protocol):
     @property
     def description(self) -> str:
         """The model, for the status bar and the store (a path, a hub id, a served name)."""
+        ...
+
+    @property
+    def counts_are_estimates(self) -> bool:
+        """Whether ``count_tokens`` guesses (from the text's length) instead of using the model's
+        tokenizer; the UI then shows counts as approximate. A plain class attribute satisfies it."""
         ...
 
     def count_tokens(self, text: str) -> int:

@@ -31,6 +31,8 @@ def echo_script(request: StageRequest) -> str:
 
 
 class ScriptedBackend:
+    counts_are_estimates = False  # it counts words exactly as its own streams do
+
     def __init__(
         self,
         script: Script = echo_script,

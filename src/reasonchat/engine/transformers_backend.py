@@ -59,6 +59,8 @@ class _EventStop(StoppingCriteria):
 
 
 class TransformersBackend:
+    counts_are_estimates = False  # the model's own tokenizer counts
+
     def __init__(self, loaded: LoadedModel, *, cache_reuse: bool = True) -> None:
         self.loaded = loaded
         self.model = loaded.model

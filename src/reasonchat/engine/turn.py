@@ -16,10 +16,10 @@ from reasonchat.conversation import STAGES, Conversation, Stage, StageStats, Tur
 from reasonchat.engine.protocol import (
     Backend,
     ContextOverflow,
-    GenerationSettings,
     StageRequest,
 )
 from reasonchat.errors import ReasonchatError
+from reasonchat.settings import GenerationSettings
 from reasonchat.template import DEFAULT_CONTEXT_LIMIT
 
 
@@ -46,7 +46,7 @@ class StageFinished:
     turn_index: int
     stage: Stage
     text: str
-    stats: StageStats
+    stats: StageStats | None  # None only for a replayed stage saved without stats (an import)
 
 
 TurnEvent = StageStarted | TextChunk | StageFinished

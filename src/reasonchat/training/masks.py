@@ -23,6 +23,7 @@ from reasonchat.template import (
     USER_ROLE,
     normalize_history,
 )
+from reasonchat.token_ids import single_token_id
 
 TRAINED_ROLES = frozenset({REASONING_ROLE, ASSISTANT_ROLE})
 _FLAT_FIELDS = ("question", "reasoning", "answer")
@@ -74,12 +75,11 @@ def prepare_conversation_template(example: Mapping[str, Any]) -> list[dict[str, 
     return history
 
 
-def _single_id(tokenizer: Any, token: str) -> int:
-    ids = tokenizer.convert_tokens_to_ids([token])
-    token_id = ids[0] if ids else None
-    if token_id is None or token_id == tokenizer.unk_token_id and token != tokenizer.unk_token:
+def _required_id(tokenizer: Any, token: str) -> int:
+    token_id = single_token_id(tokenizer, token)
+    if token_id is None:
         raise ValueError(f"the tokenizer has no {token} token (run prepare-model first)")
-    return int(token_id)
+    return token_id
 
 
 def create_answer_mask(input_ids: Sequence[int], tokenizer: Any) -> list[bool]:
@@ -91,8 +91,8 @@ def create_answer_mask(input_ids: Sequence[int], tokenizer: Any) -> list[bool]:
     tokenizer merges the header's ``\\n`` with the first characters of the content (Qwen's BPE has
     ``\\n\\n``), that token carries content and is trained.
     """
-    im_start = _single_id(tokenizer, IM_START)
-    im_end = _single_id(tokenizer, IM_END)
+    im_start = _required_id(tokenizer, IM_START)
+    im_end = _required_id(tokenizer, IM_END)
     ids = [int(i) for i in input_ids]
     mask = [False] * len(ids)
     state = "outside"  # outside a turn | header (reading the role) | content

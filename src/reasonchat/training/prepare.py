@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from reasonchat.errors import UserError
-from reasonchat.template import END_OF_TEXT, IM_END, IM_START, REASONING_TOKEN
+from reasonchat.settings import DTYPE_SPELLINGS, DTYPES
+from reasonchat.template import IM_END, IM_START, REASONING_TOKEN
+from reasonchat.token_ids import single_token_id, stop_ids
 
 Log = Callable[[str], None]
 
@@ -37,8 +39,6 @@ TOKENIZER_FILES = (
     "spiece.model",
     "vocab.txt",
 )
-_SAVE_DTYPES = {"auto": None, "float32": "float32", "fp32": "float32", "bfloat16": "bfloat16",
-                "bf16": "bfloat16", "float16": "float16", "fp16": "float16"}  # fmt: skip
 
 
 @dataclass
@@ -85,12 +85,6 @@ def save_tokenizer(tokenizer: Any, out: Path) -> None:
         config = json.loads(path.read_text(encoding="utf-8"))
         if any(config.pop(key, None) is not None for key in ("local_files_only", "is_local")):
             path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def single_id(tokenizer: Any, token: str) -> int | None:
-    """The id of ``token`` if it encodes as exactly one token (i.e. it is in the vocabulary)."""
-    ids = tokenizer(token, add_special_tokens=False)["input_ids"]
-    return int(ids[0]) if len(ids) == 1 else None
 
 
 def check_output_dir(out: Path, overwrite: bool, *, what: str = "output directory") -> None:
@@ -186,7 +180,7 @@ def add_protocol_tokens(tokenizer: Any, *, add_chatml: bool, source: str) -> tup
     Returns ``(added, marked)``: tokens new to the vocabulary, and tokens already in it that are now
     listed as special (so ``skip_special_tokens`` hides them and transformers 5 keeps them special).
     """
-    missing_chatml = [t for t in (IM_START, IM_END) if single_id(tokenizer, t) is None]
+    missing_chatml = [t for t in (IM_START, IM_END) if single_token_id(tokenizer, t) is None]
     if missing_chatml and not add_chatml:
         raise UserError(
             f"the tokenizer of {source} has no {' / '.join(missing_chatml)} token: it is not a ChatML "
@@ -195,7 +189,7 @@ def add_protocol_tokens(tokenizer: Any, *, add_chatml: bool, source: str) -> tup
     special = set(tokenizer.all_special_tokens)
     added, marked = [], []
     for token in (IM_START, IM_END, REASONING_TOKEN):
-        if single_id(tokenizer, token) is None:
+        if single_token_id(tokenizer, token) is None:
             added.append(token)
         elif token not in special:
             marked.append(token)
@@ -204,15 +198,9 @@ def add_protocol_tokens(tokenizer: Any, *, add_chatml: bool, source: str) -> tup
             {"additional_special_tokens": added + marked}, replace_extra_special_tokens=False
         )
     for token in (IM_START, IM_END, REASONING_TOKEN):
-        if single_id(tokenizer, token) is None:  # pragma: no cover - a tokenizer that ignores additions
+        if single_token_id(tokenizer, token) is None:  # pragma: no cover - a tokenizer that ignores additions
             raise UserError(f"the tokenizer of {source} would not take {token} as one token")
     return added, marked
-
-
-def stop_ids(tokenizer: Any) -> list[int]:
-    """``<|im_end|>`` first, then ``<|endoftext|>`` (or the tokenizer's own eos where it has none)."""
-    ids = [single_id(tokenizer, IM_END), single_id(tokenizer, END_OF_TEXT), tokenizer.eos_token_id]
-    return list(dict.fromkeys(int(i) for i in ids if i is not None))
 
 
 def grow_embeddings(model: Any, tokenizer: Any, new_ids: list[int]) -> tuple[int, int, list[int]]:
@@ -259,8 +247,8 @@ def prepare_model(
 ) -> PrepareReport:
     """Load ``base``, add the protocol tokens, grow the embeddings, set the stop tokens, save to ``out``."""
     base_text, out_path = os.fspath(base), Path(out).expanduser()
-    if save_dtype not in _SAVE_DTYPES:
-        raise UserError(f"unknown dtype {save_dtype!r} (choose from {', '.join(_SAVE_DTYPES)})")
+    if save_dtype not in DTYPE_SPELLINGS:
+        raise UserError(f"unknown dtype {save_dtype!r} (choose from {', '.join(DTYPES)})")
     base_path = Path(base_text).expanduser()
     if base_path.exists() and out_path.exists() and base_path.resolve() == out_path.resolve():
         raise UserError("the output directory must differ from the base model's")
@@ -269,21 +257,21 @@ def prepare_model(
 
     model, tokenizer = load_base(base_text, gguf_file=gguf_file,
                                  trust_remote_code=trust_remote_code, log=log)  # fmt: skip
-    ids_before = {t: single_id(tokenizer, t) for t in (IM_START, IM_END)}
+    ids_before = {t: single_token_id(tokenizer, t) for t in (IM_START, IM_END)}
     added, marked = add_protocol_tokens(tokenizer, add_chatml=add_chatml, source=base_text)
-    if any(ids_before[t] is not None and single_id(tokenizer, t) != ids_before[t] for t in ids_before):
+    if any(ids_before[t] is not None and single_token_id(tokenizer, t) != ids_before[t] for t in ids_before):
         raise UserError("marking the ChatML tokens special changed their ids")  # pragma: no cover
-    new_ids = [single_id(tokenizer, t) for t in added]
+    new_ids = [single_token_id(tokenizer, t) for t in added]
     rows_before, rows_after, mean_rows = grow_embeddings(model, tokenizer, [i for i in new_ids if i is not None])
 
-    eos = stop_ids(tokenizer)
+    eos = stop_ids(tokenizer, with_eos_token=True)
     model.generation_config.eos_token_id = eos
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[-1]
-    if _SAVE_DTYPES[save_dtype]:
+    if DTYPE_SPELLINGS[save_dtype] != "auto":
         import torch
 
-        model = model.to(getattr(torch, _SAVE_DTYPES[save_dtype]))
+        model = model.to(getattr(torch, DTYPE_SPELLINGS[save_dtype]))
 
     out_path.mkdir(parents=True, exist_ok=True)
     log(f"saving to {out_path}")
@@ -291,7 +279,7 @@ def prepare_model(
     save_tokenizer(tokenizer, out_path)
     report = PrepareReport(
         out=out_path,
-        reasoning_id=int(single_id(tokenizer, REASONING_TOKEN)),
+        reasoning_id=int(single_token_id(tokenizer, REASONING_TOKEN)),
         eos_ids=eos,
         added_tokens=added,
         marked_special=marked,

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from reasonchat.errors import UserError
+from reasonchat.settings import DTYPE_SPELLINGS, DTYPES, out_of_bounds
 from reasonchat.training.data import Example, JsonlDataset, batches, collate
 from reasonchat.training.prepare import check_output_dir, save_tokenizer
 
@@ -36,8 +37,6 @@ CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 FORMAT = 1
-SAVE_DTYPES = {"auto": None, "float32": "float32", "fp32": "float32", "bfloat16": "bfloat16",
-               "bf16": "bfloat16", "float16": "float16", "fp16": "float16"}  # fmt: skip
 
 
 @dataclass
@@ -185,10 +184,10 @@ class Trainer:
             raise UserError("--epochs must be positive")
         if c.lr <= 0:
             raise UserError("--lr must be positive")
-        if c.threads is not None and c.threads < 1:
-            raise UserError("--threads must be at least 1")
-        if c.save_dtype not in SAVE_DTYPES:
-            raise UserError(f"unknown --save-dtype {c.save_dtype!r} (choose from {', '.join(SAVE_DTYPES)})")
+        if c.threads is not None and (problem := out_of_bounds("threads", c.threads)):
+            raise UserError(f"--threads {problem}")
+        if c.save_dtype not in DTYPE_SPELLINGS:
+            raise UserError(f"unknown --save-dtype {c.save_dtype!r} (choose from {', '.join(DTYPES)})")
         if c.resume:
             if not (self.checkpoint_dir / STATE_FILE).is_file():
                 raise UserError(f"nothing to resume: no checkpoint in {self.checkpoint_dir}")
@@ -445,7 +444,7 @@ class Trainer:
         import torch
 
         wanted = self.config.save_dtype
-        name = SAVE_DTYPES.get(wanted, "?") if wanted != "auto" else base_dtype
+        name = DTYPE_SPELLINGS.get(wanted, "?") if wanted != "auto" else base_dtype
         if name == "?":
             raise UserError(f"unknown --save-dtype {wanted!r}")
         final = model

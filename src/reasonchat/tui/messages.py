@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from textual.message import Message
 
-from reasonchat.conversation import Conversation, Stage
+from reasonchat.conversation import Conversation
 from reasonchat.engine.protocol import Backend
 
 
@@ -24,24 +24,6 @@ class ModelLoaded(Message):
 @dataclass
 class ModelLoadFailed(Message):
     error: str
-
-
-@dataclass
-class TokensProgress(Message):
-    """Live token counts of the running stage. Posted for every token; while the screen is busy, a
-    newer count for the same run and stage supersedes the queued one, so the meter never lags."""
-
-    run_id: int
-    stage: Stage
-    prompt_tokens: int
-    new_tokens: int
-
-    def can_replace(self, message: Message) -> bool:
-        return (
-            isinstance(message, TokensProgress)
-            and message.run_id == self.run_id
-            and message.stage == self.stage
-        )
 
 
 @dataclass

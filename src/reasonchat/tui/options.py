@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from reasonchat.conversation import Conversation
-from reasonchat.engine.protocol import Backend, GenerationSettings
+from reasonchat.engine.protocol import Backend
+from reasonchat.settings import GenerationSettings
 from reasonchat.store import Store
 from reasonchat.template import DEFAULT_CONTEXT_LIMIT, DEFAULT_SYSTEM_PROMPT
 
@@ -25,5 +27,7 @@ class AppOptions:
     settings: GenerationSettings = field(default_factory=GenerationSettings)
     context_limit: int = DEFAULT_CONTEXT_LIMIT
     theme: str | None = None
+    # Where screenshots go (its screenshots/ folder); None: $REASONCHAT_DATA_DIR, else the user data dir.
+    data_dir: Path | None = None
     # Shown as notifications once the app is up (a broken config file, for instance).
     notices: tuple[str, ...] = ()

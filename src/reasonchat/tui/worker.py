@@ -1,10 +1,11 @@
 """The bridge between the UI loop and the threads that load the model and generate.
 
-Generation runs ``ChatSession.ask``/``retry`` in a thread. Its events reach the UI through a
-``TurnPipe``: ``loop.call_soon_threadsafe`` onto an asyncio queue, which the screen drains in batches
-into ``MarkdownStream.write``. The producer never waits for the UI (a per-token ``call_from_thread``
-blocks it until the UI has painted, which capped absorption at ~130 tokens/s). Token counts go
-separately as ``TokensProgress`` messages, which coalesce while the screen is busy.
+Generation runs ``ChatSession.ask``/``retry`` in a thread. Every event of the run reaches the UI
+through one channel, its ``TurnPipe``: ``loop.call_soon_threadsafe`` onto an asyncio queue, which the
+screen drains in batches; the panes, the meter and the "Thinking…" line all update from the same
+coalesced batch (``coalesce``, ``track_usage``). The producer never waits for the UI (a per-token
+``call_from_thread`` blocks it until the UI has painted, which capped absorption at ~130 tokens/s),
+and a run's pipe belongs to that run alone, so nothing from an older run can reach the screen.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from dataclasses import dataclass, field, replace
 
 from textual.message import Message
 
-from reasonchat.conversation import Stage
+from reasonchat.budget import ContextUsage
 from reasonchat.engine.protocol import ContextOverflow
 from reasonchat.engine.turn import StageFinished, StageStarted, TextChunk, TurnEvent
 from reasonchat.errors import ReasonchatError
 from reasonchat.sanitize import sanitize
 from reasonchat.session import ChatSession
-from reasonchat.tui.messages import ModelLoaded, ModelLoadFailed, ModelLoadProgress, TokensProgress
+from reasonchat.tui.messages import ModelLoaded, ModelLoadFailed, ModelLoadProgress
 from reasonchat.tui.options import BackendLoader
 
 Post = Callable[[Message], object]
@@ -65,9 +66,8 @@ class TurnPipe:
 
 @dataclass
 class Run:
-    """One generation: its id, its pipe to the UI, and the flags its thread shares with the UI."""
+    """One generation: its pipe to the UI, and the flags its thread shares with the UI."""
 
-    id: int
     pipe: TurnPipe
     # Set by the UI on Esc. The session ignores a cancel that arrives before its run has started, so
     # the thread passes this one on at every event until the run stops.
@@ -88,6 +88,22 @@ def coalesce(batch: list[PipeItem]) -> list[PipeItem]:
     return merged
 
 
+def track_usage(usage: ContextUsage, event: TurnEvent) -> ContextUsage:
+    """The meter after ``event``: the reasoning prompt (history plus the new message), then what each
+    stage has generated so far."""
+    if isinstance(event, StageStarted) and event.stage == "reasoning":
+        return replace(usage, prompt=event.prompt_tokens)
+    if isinstance(event, TextChunk | StageFinished):
+        if isinstance(event, TextChunk):
+            tokens = event.new_tokens
+        else:
+            tokens = event.stats.new_tokens if event.stats is not None else 0
+        if event.stage == "reasoning":
+            return replace(usage, reasoning=max(usage.reasoning, tokens))
+        return replace(usage, answer=max(usage.answer, tokens))
+    return usage
+
+
 def describe(error: BaseException) -> str:
     """One line for a dialog: our errors are written for users; others get their type name."""
     if isinstance(error, ReasonchatError):
@@ -96,26 +112,17 @@ def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
-def generate(session: ChatSession, text: str | None, run: Run, post: Post) -> None:
+def generate(session: ChatSession, text: str | None, run: Run) -> None:
     """Thread body: ask ``text`` (or regenerate the last turn when ``None``) and forward every event.
 
-    Model text is sanitized here, off the UI loop, before any widget can see it.
+    Model text goes as it is: the panes sanitize it (across chunk boundaries) where it is shown.
     """
-    prompt_tokens: dict[Stage, int] = {}
-    pipe, run_id = run.pipe, run.id
+    pipe = run.pipe
 
     def on_event(event: TurnEvent) -> None:
         if run.cancel.is_set():
             session.cancel()
-        if isinstance(event, StageStarted):
-            prompt_tokens[event.stage] = event.prompt_tokens
-            pipe.put(event)
-            post(TokensProgress(run_id, event.stage, event.prompt_tokens, 0))
-        elif isinstance(event, TextChunk):
-            pipe.put(replace(event, text=sanitize(event.text)))
-            post(TokensProgress(run_id, event.stage, prompt_tokens[event.stage], event.new_tokens))
-        elif isinstance(event, StageFinished):
-            pipe.put(replace(event, text=sanitize(event.text)))
+        pipe.put(event)
 
     try:
         if text is not None:

@@ -10,8 +10,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
-from reasonchat.engine.protocol import GenerationSettings
 from reasonchat.errors import UserError
+from reasonchat.settings import GenerationSettings
 
 
 class SettingsDialog(ModalScreen[GenerationSettings | None]):

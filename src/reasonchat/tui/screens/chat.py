@@ -1,8 +1,8 @@
 """The chat: what happens when a message is sent, cancelled, regenerated, or does not fit.
 
 One generation at a time. The model loads in the background after the first frame; a message sent
-before it is ready waits and runs as soon as it is. Every run gets an id, so counts and results that
-arrive late from an older run are ignored.
+before it is ready waits and runs as soon as it is. Each run's events come through its own pipe
+(``worker.TurnPipe``), drained by one render worker, so nothing from an older run reaches the screen.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from textual.widgets import Footer, TextArea
 
 from reasonchat.conversation import Conversation, Stage, Turn
 from reasonchat.engine.protocol import Backend, ContextOverflow, GenerationSettings
-from reasonchat.engine.turn import StageFinished, StageStarted, TextChunk
+from reasonchat.engine.turn import StageStarted
 from reasonchat.sanitize import sanitize
 from reasonchat.session import ChatSession
 from reasonchat.tui import worker
-from reasonchat.tui.context_budget import ContextUsage, drop_oldest_turns, generation_reserve
+from reasonchat.budget import ContextUsage, drop_oldest_turns, generation_reserve
 from reasonchat.tui.dialogs.error import ErrorDialog
 from reasonchat.tui.dialogs.overflow import OverflowChoice, OverflowDialog
 from reasonchat.tui.dialogs.settings import SettingsDialog
@@ -35,7 +35,6 @@ from reasonchat.tui.messages import (
     ModelLoadFailed,
     ModelLoadProgress,
     NextPromptCounted,
-    TokensProgress,
     TurnsDropped,
 )
 from reasonchat.tui.options import AppOptions
@@ -245,12 +244,11 @@ class ChatScreen(Screen[None]):
         """Generate in a thread: ask ``text``, or regenerate the last turn when ``None``."""
         assert self.session is not None
         self.busy = True
-        run_id = self.current_run.id + 1 if self.current_run is not None else 1
-        self.current_run = worker.Run(run_id, worker.TurnPipe(asyncio.get_running_loop()))
+        self.current_run = worker.Run(worker.TurnPipe(asyncio.get_running_loop()))
         self.turn_view.indicator.start("Thinking…")
         self.run_worker(self._show_run(self.current_run.pipe), group="render")
         self.run_worker(
-            partial(worker.generate, self.session, text, self.current_run, self.post_message),
+            partial(worker.generate, self.session, text, self.current_run),
             thread=True,
             group="generate",
         )
@@ -261,37 +259,25 @@ class ChatScreen(Screen[None]):
             self.session.cancel()
 
     async def _show_run(self, pipe: worker.TurnPipe) -> None:
+        """The run's one channel: each batch updates the panes, then the meter, then ends the run."""
         view = self.turn_view
         async for batch in pipe.batches():
+            usage = self.meter.usage
             for item in worker.coalesce(batch):
-                if isinstance(item, StageStarted):
-                    if item.stage == "reasoning":
-                        view.turn = self.conversation.turns[item.turn_index]
-                    else:
-                        view.indicator.stop()
-                    await view.pane(item.stage).begin()
-                elif isinstance(item, TextChunk):
-                    await view.pane(item.stage).write(item.text)
-                elif isinstance(item, StageFinished):
-                    await view.pane(item.stage).finish(item.text, item.stats)
-                else:
+                if isinstance(item, worker.TurnEnded):
+                    self.meter.usage = usage
                     await self._finish_run(item)
+                    return
+                if isinstance(item, StageStarted) and item.stage == "reasoning":
+                    view.turn = self.conversation.turns[item.turn_index]
+                await view.apply(item)
+                usage = worker.track_usage(usage, item)
+            self._note_estimates()
+            self.meter.usage = usage
 
     def _note_estimates(self) -> None:
-        # Read at each count: a server's /tokenize may fail for a while and come back.
-        self.meter.estimated = bool(getattr(self.backend, "counts_are_estimates", False))
-
-    def on_tokens_progress(self, message: TokensProgress) -> None:
-        if self.current_run is None or message.run_id != self.current_run.id:
-            return
-        self._note_estimates()
-        usage = self.meter.usage
-        if message.stage == "reasoning":
-            reasoning = max(usage.reasoning, message.new_tokens)
-            self.meter.usage = replace(usage, prompt=message.prompt_tokens, reasoning=reasoning)
-            self.turn_view.indicator.tokens = reasoning
-        else:
-            self.meter.usage = replace(usage, answer=max(usage.answer, message.new_tokens))
+        # Read at each batch: a server's /tokenize may fail for a while and come back.
+        self.meter.estimated = self.backend is not None and self.backend.counts_are_estimates
 
     async def _finish_run(self, ended: worker.TurnEnded) -> None:
         self.turn_view.indicator.stop()

@@ -20,6 +20,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 
+from reasonchat import demo_model
 from reasonchat.conversation import Conversation, local_time
 from reasonchat.errors import ReasonchatError
 from reasonchat.sanitize import sanitize
@@ -173,7 +174,7 @@ class HistoryScreen(Screen[HistoryOutcome]):
                 local_time(s.updated),
                 f"{s.turns:>5}",
                 f"{s.tokens:>7,}",
-                _one_line(s.model)[:MODEL_WIDTH] or "-",
+                _one_line(demo_model.label(s.model))[:MODEL_WIDTH] or "-",
             )
             table.add_row(*map(Text, cells), key=s.id)
         if selected in self.summaries:

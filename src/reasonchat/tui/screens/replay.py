@@ -1,9 +1,9 @@
 """A saved conversation re-streamed through the same split panes, with its recorded timing.
 
 No model and no engine: the screen walks each turn's ``replay.turn_events`` on a ``ReplayClock`` (one
-turn at a time, so a long conversation starts at once). Events that fall due together are written as
-one delta per stage, so a fast speed or a skip costs one Markdown write per stage, not one per recorded
-chunk. Earlier turns move to the lazy transcript as the replay goes on.
+turn at a time, so a long conversation starts at once), turned into the turn events a live run sends,
+through the same ``TurnView.apply``. Events that fall due together are applied in one frame; the
+panes append them in bounded steps. Earlier turns move to the lazy transcript as the replay goes on.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState
 
 from reasonchat.conversation import Conversation, Stage
+from reasonchat.engine.turn import StageFinished, StageStarted, TextChunk
 from reasonchat.replay import (
     TURN_GAP_S,
     ReplayClock,
@@ -34,9 +35,6 @@ from reasonchat.tui.widgets.turn_view import TurnView
 # Between two paints: events due within one frame are written together.
 FRAME_S = 1 / 30
 STATUS_TICK_S = 0.25
-# ESC and the C1 controls that open a sequence (CSI, OSC, DCS, PM, APC, SOS).
-SEQUENCE_STARTS = "\x1b\x9b\x9d\x90\x9e\x9f\x98"
-MAX_HELD = 4096
 PLAYING_ACTIONS = frozenset({"pause", "next_turn", "speed", "to_end"})
 
 
@@ -78,7 +76,6 @@ class ReplayScreen(Screen[None]):
         self._skip: Literal["turn", "end"] | None = None
         self._wake = asyncio.Event()
         self._streaming: Stage | None = None
-        self._held = ""  # the start of an escape sequence, until the chunk with its end
 
     def compose(self) -> ComposeResult:
         yield Transcript(id="transcript")
@@ -171,39 +168,25 @@ class ReplayScreen(Screen[None]):
         self._wake.set()
 
     async def _apply(self, events: list[ReplayEvent]) -> None:
-        """Show ``events`` at once: one write per run of deltas to the same stage."""
-        pending: list[str] = []
+        """Show ``events`` at once, as the turn events a live run would have sent."""
         for event in events:
             if event.stage is None:
-                await self._flush(pending)
                 await self._start_turn(event.turn_index)
                 continue
+            turn = self.conversation.turns[event.turn_index]
+            view = self.turn_view
             if event.stage != self._streaming:
-                await self._flush(pending)
-                await self.turn_view.pane(event.stage).begin()
-                self._streaming, self._held = event.stage, ""
+                stats = turn.stats(event.stage)
+                prompt = stats.prompt_tokens if stats is not None else 0
+                cached = stats.cached_tokens if stats is not None else 0
+                await view.apply(StageStarted(event.turn_index, event.stage, prompt, cached, 0))
+                self._streaming = event.stage
+            if event.text:
+                await view.apply(TextChunk(event.turn_index, event.stage, event.text, 0, event.at_s))
             if event.final:
-                pending.clear()
-                turn = self.conversation.turns[event.turn_index]
-                await self.turn_view.pane(event.stage).finish(
-                    sanitize(turn.text(event.stage) or ""), turn.stats(event.stage)
-                )
+                text = turn.text(event.stage) or ""
+                await view.apply(StageFinished(event.turn_index, event.stage, text, turn.stats(event.stage)))
                 self._streaming = None
-            else:
-                pending.append(event.text)
-        await self._flush(pending)
-
-    async def _flush(self, pending: list[str]) -> None:
-        if pending and self._streaming is not None:
-            text, self._held = self._held + "".join(pending), ""
-            # An escape sequence split across two recorded chunks would leave its tail on screen:
-            # a tail that sanitizes to nothing (a sequence, or the start of one) waits for the rest.
-            start = max((text.rfind(c) for c in SEQUENCE_STARTS), default=-1)
-            if start >= 0 and len(text) - start <= MAX_HELD and not sanitize(text[start:]):
-                text, self._held = text[:start], text[start:]
-            if text:
-                await self.turn_view.pane(self._streaming).write(sanitize(text))
-        pending.clear()
 
     async def _start_turn(self, index: int) -> None:
         if self.shown_turn is not None:

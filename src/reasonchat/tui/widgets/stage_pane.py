@@ -1,15 +1,39 @@
-"""One stage of the current turn (Reasoning or Answer): a titled Markdown view that streams."""
+"""One stage of the current turn (Reasoning or Answer): a titled Markdown view that streams.
+
+A GPU server streams thousands of tokens a second; the pane must never be what the user waits for:
+
+- Text is appended with ``Markdown.append`` (which re-parses only the last block) by the pane's own
+  feed task, at most ``MAX_APPEND`` characters a step. ``MarkdownStream`` would join everything
+  pending into one append, so a burst would mount hundreds of blocks before a key got its turn.
+- Blocks well above the view are hidden behind one spacer of their height: Textual lays out every
+  displayed widget at every layout, so a long stage would otherwise get slower with every block.
+  Scrolling up shows them again before they come into view.
+- When the stage ends, the streamed blocks are compared with a parse of the whole text; only when
+  they differ is the text rendered again in full (a full render rebuilds every block: seconds on a
+  long stage).
+- Whether to follow the bottom is decided after the screen has laid the new text out: a size read
+  right after an append belongs to the previous layout.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from contextlib import suppress
 
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
-from textual.widgets import Markdown
-from textual.widgets.markdown import MarkdownStream
+from textual.widget import Widget
+from textual.widgets.markdown import MarkdownBlock
 
 from reasonchat.conversation import Stage, StageStats
+from reasonchat.line_breaks import markdown_parser
+from reasonchat.sanitize import StreamSanitizer, sanitize
+from reasonchat.tui.widgets.model_markdown import ModelMarkdown
+
+# Characters per append: about 20 blocks of ordinary Markdown, a few tens of milliseconds to mount.
+MAX_APPEND = 1_200
+# Pane heights of blocks kept displayed above the view; what lies further up is hidden.
+KEEP_ABOVE = 2
 
 _STOPS = {
     "cancelled": "cancelled",
@@ -28,10 +52,70 @@ def stats_line(stats: StageStats | None) -> str:
     return " · ".join(parts)
 
 
+def split_for_append(text: str, limit: int = MAX_APPEND) -> tuple[str, str]:
+    """At most ``limit`` characters now, ending at a line end where there is one; the rest later."""
+    if len(text) <= limit:
+        return text, ""
+    cut = text.rfind("\n", 0, limit) + 1 or limit
+    return text[:cut], text[cut:]
+
+
+class StageMarkdown(ModelMarkdown):
+    """The pane's Markdown; its first child is the spacer that stands for the hidden blocks."""
+
+    def compose(self) -> ComposeResult:
+        yield Widget(classes="stage-spacer")
+
+    @property
+    def spacer(self) -> Widget:
+        return self.query_one(".stage-spacer", Widget)
+
+    def blocks(self) -> list[MarkdownBlock]:
+        return [child for child in self.children if isinstance(child, MarkdownBlock)]
+
+
+class _Feed:
+    """Appends what the pane is given, in order, in a task of its own (never more than one append at
+    a time, and never one longer than ``MAX_APPEND``)."""
+
+    def __init__(self, pane: StagePane) -> None:
+        self._pane = pane
+        self._pending: list[str] = []
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task = asyncio.create_task(self._run())
+
+    def write(self, text: str) -> None:
+        self._pending.append(text)
+        self._idle.clear()
+        self._wake.set()
+
+    async def drain(self) -> None:
+        await self._idle.wait()
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                head, rest = split_for_append("".join(self._pending))
+                self._pending[:] = [rest] if rest else []
+                # Shielded: a cancel (the pane cleared) must not leave Markdown.append half done.
+                await asyncio.shield(self._pane.markdown.append(head))
+                self._pane.schedule_settle()
+            self._idle.set()
+
+
 class StagePane(Vertical):
-    """Streams with ``Markdown.get_stream`` while the stage runs, then renders the whole text once when
-    it ends. Once the text outgrows the pane it is anchored to the bottom, so new text stays in view
-    until the user scrolls up (Textual releases the anchor then, and restores it at the bottom)."""
+    """Streams while the stage runs; once the text outgrows the pane it is anchored to the bottom,
+    so new text stays in view until the user scrolls up (Textual releases the anchor then, and
+    restores it at the bottom)."""
 
     ALLOW_MAXIMIZE = True
 
@@ -39,16 +123,28 @@ class StagePane(Vertical):
         super().__init__(id=id, classes="stage-pane")
         self.stage = stage
         self.border_title = title
-        self._stream: MarkdownStream | None = None
+        self._feed: _Feed | None = None
+        self._sanitizer = StreamSanitizer()
+        self._follow = False  # streaming: anchor once the text overflows
+        # Hidden blocks, oldest first, each with the spacer height that shows it again.
+        self._hidden: list[tuple[MarkdownBlock, int]] = []
+        self._hidden_at_width = 0
+        self._spacer_height = 0
+        self._trimmed: MarkdownBlock | None = None  # the last block, shown without its bottom margin
+        self._settle_scheduled = False
+        self._settled = asyncio.Event()
+        self._settled.set()
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(classes="stage-scroll"):
-            # Links are never opened by the app: model text must not launch anything.
-            yield Markdown(open_links=False)
+            yield StageMarkdown()
+
+    def on_mount(self) -> None:
+        self.watch(self.scroll, "scroll_y", self._scrolled, init=False)
 
     @property
-    def markdown(self) -> Markdown:
-        return self.query_one(Markdown)
+    def markdown(self) -> StageMarkdown:
+        return self.query_one(StageMarkdown)
 
     @property
     def scroll(self) -> VerticalScroll:
@@ -58,43 +154,177 @@ class StagePane(Vertical):
     def text(self) -> str:
         return self.markdown.source
 
+    @property
+    def streaming(self) -> bool:
+        return self._feed is not None
+
+    # --- the stage's life ----------------------------------------------------------------------
+
     async def begin(self) -> None:
         await self.clear()
         self.border_subtitle = "…"
-        self._stream = Markdown.get_stream(self.markdown)
+        self._follow = True
+        self._feed = _Feed(self)
 
-    async def write(self, text: str) -> None:
-        if self._stream is None:
-            return
-        await self._stream.write(text)
-        # Anchoring a short text would push it to the bottom of an empty pane: wait until it scrolls.
-        if not self.scroll.is_anchored and self.scroll.max_scroll_y > 0:
-            self.scroll.anchor()
+    def write(self, text: str) -> None:
+        """Model text as it streams (sanitized here, across chunk boundaries)."""
+        if self._feed is not None:
+            safe = self._sanitizer.feed(text)
+            if safe:
+                self._feed.write(safe)
 
     async def finish(self, text: str, stats: StageStats | None) -> None:
-        """The final full update: streamed appends re-parse only the tail, so the last word is a clean
-        parse of the whole text (already sanitized by the worker)."""
-        await self._stop_stream()
-        await self.markdown.update(text)
+        """The stage's whole text (as the model gave it): what the pane shows from now on equals a
+        full render of it."""
+        final = sanitize(text)
+        if self._feed is not None:
+            rest = self._sanitizer.flush()
+            if rest:
+                self._feed.write(rest)
+            await self._feed.drain()
+            await self._close_feed()
+        if self.markdown.source != final or not await self._streamed_matches(final):
+            await self._render_whole(final)
         self.border_subtitle = stats_line(stats)
+        await self.settle()
 
     async def show(self, text: str, stats: StageStats | None) -> None:
         """A stage that is not streaming (a saved turn): shown from the top."""
         await self.clear()
-        await self.markdown.update(text)
+        await self.markdown.update(sanitize(text))
         self.border_subtitle = stats_line(stats)
 
     async def clear(self) -> None:
-        await self._stop_stream()
+        await self._close_feed()
+        self._follow = False
+        self._sanitizer = StreamSanitizer()
         self.scroll.anchor(False)
         self.scroll.scroll_home(animate=False)
-        await self.markdown.update("")
+        await self._render_whole("")
         self.border_subtitle = ""
 
-    async def _stop_stream(self) -> None:
-        if self._stream is not None:
-            stream, self._stream = self._stream, None
-            # MarkdownStream.stop() cancels its task and awaits it; a task cancelled before its first
-            # step re-raises CancelledError into us (a stage with no text): let it start first.
-            await asyncio.sleep(0)
-            await stream.stop()
+    async def _close_feed(self) -> None:
+        if self._feed is not None:
+            feed, self._feed = self._feed, None
+            await feed.close()
+
+    async def _render_whole(self, text: str) -> None:
+        self._reveal(len(self._hidden))
+        await self.markdown.update(text)
+
+    async def _streamed_matches(self, text: str) -> bool:
+        """Do the streamed blocks equal what a full parse of ``text`` gives? Their types and source
+        lines must match; a reference-style link (resolved across the whole document) always
+        re-renders. Parsed in a thread, as ``Markdown.update`` does."""
+        env: dict[str, object] = {}
+        tokens = await asyncio.get_running_loop().run_in_executor(None, markdown_parser().parse, text, env)
+        if env.get("references"):
+            return False
+        block_types = self.markdown.BLOCKS
+        expected = [
+            (block_types.get(token.type), tuple(token.map))
+            for token in tokens
+            if token.level == 0 and token.map is not None and token.nesting >= 0
+        ]
+        shown = [(type(block), tuple(block.source_range)) for block in self.markdown.blocks()]
+        return shown == expected
+
+    # --- following the bottom, hiding what is far above -------------------------------------------
+
+    def schedule_settle(self) -> None:
+        """After the screen's next layout: anchor if the text now overflows, hide far blocks."""
+        if not self._settle_scheduled:
+            self._settle_scheduled = True
+            self._settled.clear()
+            self.call_after_refresh(self._settle)
+
+    async def settle(self) -> None:
+        """Wait until the layout of everything written so far has been acted on."""
+        self.schedule_settle()
+        await self._settled.wait()
+
+    def _settle(self) -> None:
+        self._settle_scheduled = False
+        self._trim_last_margin()
+        scroll = self.scroll
+        if self._follow and not scroll.is_anchored and scroll.max_scroll_y > 0:
+            # Anchoring a short text would push it to the bottom of an empty pane: only once it scrolls.
+            scroll.anchor()
+        self._hide_far_blocks()
+        self._settled.set()
+
+    def _trim_last_margin(self) -> None:
+        """No blank row under the last block, so a text that fits the pane does not scroll by one row.
+        (A ``:last-child`` rule would restyle every block at every mount.)"""
+        blocks = self.markdown.blocks()
+        last = blocks[-1] if blocks else None
+        if last is self._trimmed:
+            return
+        if self._trimmed is not None and self._trimmed.is_attached:
+            self._trimmed.styles.clear_rule("margin")
+        self._trimmed = last
+        if last is not None:
+            top, right, _, left = last.styles.margin
+            last.styles.margin = (top, right, 0, left)
+
+    def on_resize(self) -> None:
+        # Hidden blocks' heights belong to the old width: show them all, hide again once laid out.
+        if self._hidden and self.markdown.size.width != self._hidden_at_width:
+            self._reveal(len(self._hidden))
+            self.schedule_settle()
+
+    def _hide_far_blocks(self) -> None:
+        markdown, scroll = self.markdown, self.scroll
+        if markdown.size.width != self._hidden_at_width:
+            if self._hidden:
+                self._reveal(len(self._hidden))
+                return  # measured again after the next layout
+            self._hidden_at_width = markdown.size.width
+        threshold = scroll.scroll_y - KEEP_ABOVE * scroll.size.height
+        if threshold <= 0:
+            return
+        placements = {placement.widget: placement for placement in markdown.arrange(markdown.size).placements}
+        shown = [block for block in markdown.blocks() if block.display]
+        hide: list[tuple[MarkdownBlock, int]] = []
+        # Never the last block: Markdown.append updates it in place.
+        for block, following in zip(shown, shown[1:]):
+            here, after = placements.get(block), placements.get(following)
+            if here is None or after is None or after.region.y >= threshold:
+                break
+            hide.append((block, here.region.y - here.margin.top))
+        if not hide:
+            return
+        kept = placements[shown[len(hide)]]
+        with self.app.batch_update():
+            for block, _ in hide:
+                block.display = False
+            self._hidden.extend(hide)
+            # The spacer and the first kept block's top margin put it exactly where it was.
+            self._set_spacer(kept.region.y - kept.margin.top)
+
+    def _scrolled(self, old: float, new: float) -> None:
+        if not self._hidden or new >= old:
+            return
+        # Reveal until the spacer ends a pane height above the view.
+        top = max(new - self.scroll.size.height, 0)
+        spacer_height, count = self._spacer_height, 0
+        for _, reveal_at in reversed(self._hidden):
+            if spacer_height <= top:
+                break
+            count += 1
+            spacer_height = reveal_at
+        self._reveal(count)
+
+    def _reveal(self, count: int) -> None:
+        """Show the ``count`` most recently hidden blocks again (they sit right above the view)."""
+        if count <= 0:
+            return
+        shown, self._hidden = self._hidden[-count:], self._hidden[:-count]
+        with self.app.batch_update():
+            for block, _ in shown:
+                block.display = True
+            self._set_spacer(shown[0][1])
+
+    def _set_spacer(self, height: int) -> None:
+        self._spacer_height = height
+        self.markdown.spacer.styles.height = height

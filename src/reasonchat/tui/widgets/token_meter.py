@@ -5,7 +5,7 @@ from __future__ import annotations
 from textual.reactive import reactive
 from textual.widgets import Static
 
-from reasonchat.tui.context_budget import ContextUsage, Level, level_of
+from reasonchat.budget import ContextUsage, Level, level_of
 
 
 class TokenMeter(Static):

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
-from textual.widgets import Markdown, Static
+from textual.widgets import Static
 
 from reasonchat.conversation import Turn
 from reasonchat.sanitize import sanitize
+from reasonchat.tui.widgets.model_markdown import ModelMarkdown
 from reasonchat.tui.widgets.stage_pane import stats_line
 
 FIRST_PAGE = 3  # enough to fill the transcript's share of a tall terminal
@@ -30,7 +31,7 @@ class ReasoningFold(Static, can_focus=True):
         super().__init__(classes="reasoning-fold", markup=False)
         self.turn = turn
         self.unfolded = False
-        self._markdown: Markdown | None = None
+        self._markdown: ModelMarkdown | None = None
         self._show_label()
 
     def _show_label(self) -> None:
@@ -40,7 +41,7 @@ class ReasoningFold(Static, can_focus=True):
     async def action_toggle(self) -> None:
         self.unfolded = not self.unfolded
         if self._markdown is None:
-            self._markdown = Markdown(sanitize(self.turn.reasoning or ""), open_links=False, classes="transcript-reasoning")
+            self._markdown = ModelMarkdown(sanitize(self.turn.reasoning or ""), classes="transcript-reasoning")
             await self.parent.mount(self._markdown, after=self)
         self._markdown.display = self.unfolded
         self._show_label()
@@ -60,7 +61,7 @@ class TranscriptTurn(Vertical):
         if turn.reasoning is not None:
             yield ReasoningFold(turn)
         if turn.answer is not None:
-            yield Markdown(sanitize(turn.answer), open_links=False, classes="transcript-answer")
+            yield ModelMarkdown(sanitize(turn.answer), classes="transcript-answer")
 
 
 class EarlierTurns(Static, can_focus=True):

@@ -8,6 +8,7 @@ from textual.containers import Container, Vertical
 from textual.widgets import Static
 
 from reasonchat.conversation import Stage, Turn
+from reasonchat.engine.turn import StageStarted, TextChunk, TurnEvent
 from reasonchat.sanitize import sanitize
 from reasonchat.tui.widgets.stage_pane import StagePane
 from reasonchat.tui.widgets.thinking import ThinkingIndicator
@@ -56,11 +57,26 @@ class TurnView(Vertical):
         for stage in ("reasoning", "answer"):
             await self.pane(stage).clear()
 
+    async def apply(self, event: TurnEvent) -> None:
+        """One event of the running (or replayed) turn, in order: the one way a stage reaches the
+        panes, for the chat and the replay alike."""
+        pane = self.pane(event.stage)
+        if isinstance(event, StageStarted):
+            if event.stage == "answer":
+                self.indicator.stop()
+            await pane.begin()
+        elif isinstance(event, TextChunk):
+            pane.write(event.text)
+            if event.stage == "reasoning":
+                self.indicator.tokens = event.new_tokens
+        else:
+            await pane.finish(event.text, event.stats)
+
     async def show_turn(self, turn: Turn) -> None:
         """A finished (or saved) turn, whole."""
         await self.start(turn.user, turn)
-        await self.pane("reasoning").show(sanitize(turn.reasoning or ""), turn.reasoning_stats)
-        await self.pane("answer").show(sanitize(turn.answer or ""), turn.answer_stats)
+        await self.pane("reasoning").show(turn.reasoning or "", turn.reasoning_stats)
+        await self.pane("answer").show(turn.answer or "", turn.answer_stats)
 
     async def reset(self) -> None:
         self.turn = None

@@ -1,4 +1,4 @@
-"""Synthetic conversation history for the benchmarks (local and HTTP): filler turns of a given size."""
+"""Synthetic conversation history for the benchmarks (local and served): filler turns of a given size."""
 
 from __future__ import annotations
 

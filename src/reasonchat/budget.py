@@ -1,4 +1,8 @@
-"""Context-window arithmetic for the meter and the overflow dialog (pure: no textual)."""
+"""Context-window arithmetic: how full the window is, how much room a prompt must leave, and which
+old turns to drop so a message fits. The chat screen's meter and overflow dialog use it.
+
+Pure: no textual, no torch.
+"""
 
 from __future__ import annotations
 
@@ -43,11 +47,19 @@ class ContextUsage:
 
     @classmethod
     def of_turn(cls, turn: Turn | None, limit: int) -> ContextUsage:
-        """The usage a finished (or saved) turn left; zero for a turn without stats (an import)."""
-        if turn is None or turn.reasoning_stats is None:
+        """The usage a finished (or saved) turn left; zero for a turn without stats (an import).
+
+        The total is ``turn.context_tokens()``, the figure the history lists, split into its parts.
+        """
+        if turn is None or not (total := turn.context_tokens()):
             return cls(limit)
-        answer = turn.answer_stats.new_tokens if turn.answer_stats else 0
-        return cls(limit, turn.reasoning_stats.prompt_tokens, turn.reasoning_stats.new_tokens, answer)
+        reasoning, answer = turn.reasoning_stats, turn.answer_stats
+        if answer is not None and answer.prompt_tokens:
+            # The answer's prompt is the reasoning prompt, then the reasoning with the stage headers.
+            prompt = min(reasoning.prompt_tokens, answer.prompt_tokens) if reasoning else answer.prompt_tokens
+            return cls(limit, prompt, answer.prompt_tokens - prompt, answer.new_tokens)
+        assert reasoning is not None  # context_tokens counted the reasoning stage
+        return cls(limit, reasoning.prompt_tokens, total - reasoning.prompt_tokens)
 
 
 def generation_reserve(max_new_tokens: int, limit: int) -> int:

@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from reasonchat.conversation import Conversation, Stage
-from reasonchat.engine.bench_history import synthetic_conversation
-from reasonchat.engine.protocol import GenerationSettings, StageRequest
+from reasonchat.bench.history import synthetic_conversation
+from reasonchat.bench.timing import Report, timed_stage
+from reasonchat.conversation import Conversation
 from reasonchat.engine.transformers_backend import TransformersBackend
-
-Report = Callable[[str], None]
 
 
 @dataclass
@@ -155,26 +153,6 @@ class Bench:
             torch.cuda.synchronize()
         return time.perf_counter() - start
 
-    def engine_stage(self, conversation: Conversation, stage: Stage) -> tuple[float, str, Any]:
-        """Run one stage through the engine; (time to first token incl. tokenization, text, stats)."""
-        index = len(conversation.turns) - 1
-        request = StageRequest(
-            conversation_id=conversation.id,
-            stage=stage,
-            prompt=conversation.stage_prompt(index, stage),
-            settings=GenerationSettings(max_new_tokens=self.stage_tokens, temperature=0),
-            context_limit=10**9,
-        )
-        start = time.perf_counter()
-        stream = self.backend.stream(request)
-        ttft = None
-        text = ""
-        for delta in stream:
-            if ttft is None:
-                ttft = time.perf_counter() - start
-            text += delta
-        return (ttft if ttft is not None else time.perf_counter() - start), text, stream.stats
-
     def history(self, history_tokens: int) -> HistoryResult:
         self.report(f"history {history_tokens:,} tokens: building the conversation")
         conversation = synthetic_conversation(self.backend, history_tokens)
@@ -182,14 +160,14 @@ class Bench:
         index = len(conversation.turns) - 1
         turn = conversation.turns[index]
         self.report(f"history {history_tokens:,}: engine stage 1 (cold prefill, fills the cache)")
-        _, turn.reasoning, _ = self.engine_stage(conversation, "reasoning")
+        _, turn.reasoning, _ = timed_stage(self.backend, conversation, "reasoning", self.stage_tokens)
         self.report(f"history {history_tokens:,}: engine stage 2")
-        engine_s2, turn.answer, s2_stats = self.engine_stage(conversation, "answer")
+        engine_s2, turn.answer, s2_stats = timed_stage(self.backend, conversation, "answer", self.stage_tokens)
         self.report(f"history {history_tokens:,}: naive stage 2")
         naive_s2 = self.naive_ttft(conversation.stage_prompt(index, "answer"))
         conversation.add_turn("And what should we do next?")
         self.report(f"history {history_tokens:,}: engine next turn")
-        engine_next, _, _ = self.engine_stage(conversation, "reasoning")
+        engine_next, _, _ = timed_stage(self.backend, conversation, "reasoning", self.stage_tokens)
         self.report(f"history {history_tokens:,}: naive next turn")
         naive_next = self.naive_ttft(conversation.stage_prompt(index + 1, "reasoning"))
         return HistoryResult(
@@ -214,11 +192,7 @@ class Bench:
         for round_ in range(rounds):
             self.report(f"decode round {round_ + 1}/{rounds}: engine")
             self.backend.reset()
-            saved, self.stage_tokens = self.stage_tokens, tokens
-            try:
-                _, _, stats = self.engine_stage(conversation, "answer")
-            finally:
-                self.stage_tokens = saved
+            _, _, stats = timed_stage(self.backend, conversation, "answer", tokens)
             n = stats.new_tokens
             if n < 8:
                 raise RuntimeError(f"the model stopped after {n} tokens; decode speed needs a longer output")

@@ -11,18 +11,15 @@ Times include the HTTP round trip, as a user sees them.
 from __future__ import annotations
 
 import statistics
-import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from reasonchat.conversation import Conversation, Stage, StageStats
-from reasonchat.engine.bench_history import synthetic_conversation
+from reasonchat.bench.history import synthetic_conversation
+from reasonchat.bench.timing import Report, timed_stage
+from reasonchat.conversation import Conversation
 from reasonchat.engine.openai_backend import OpenAIBackend
-from reasonchat.engine.protocol import GenerationSettings, StageRequest
-
-Report = Callable[[str], None]
 
 _MIN_DECODE_TOKENS = 8
 
@@ -74,30 +71,6 @@ class HttpBenchResult:
         elif self.decode_note:
             out.append(f"decode: {self.decode_note}")
         return out
-
-
-
-
-def timed_stage(
-    backend: OpenAIBackend, conversation: Conversation, stage: Stage, max_new_tokens: int
-) -> tuple[float, str, StageStats]:
-    """One greedy stage of the last turn: (seconds to the first text, including the request; text; stats)."""
-    request = StageRequest(
-        conversation_id=conversation.id,
-        stage=stage,
-        prompt=conversation.stage_prompt(len(conversation.turns) - 1, stage),
-        settings=GenerationSettings(max_new_tokens=max_new_tokens, temperature=0),
-        context_limit=10**9,  # the server enforces its own limit
-    )
-    start = time.perf_counter()
-    stream = backend.stream(request)
-    ttft: float | None = None
-    text = ""
-    for delta in stream:
-        if ttft is None:
-            ttft = time.perf_counter() - start
-        text += delta
-    return (ttft if ttft is not None else time.perf_counter() - start), text, stream.stats
 
 
 def measure_history(
