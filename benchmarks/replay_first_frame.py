@@ -13,19 +13,26 @@ fresh store and as a JSON export, then times fresh processes in a pseudo-termina
   same two moments;
 - ``replay from history``: the same, from Ctrl+R to the replay's status bar and its first question.
 
-Baselines in the same rounds: a one-turn replay and a new chat (what a fresh process costs whatever
-the conversation); the ratios compare the 32k-token runs with them. Replay runs also check that torch
-was never imported.
+Baselines in the same rounds: a bare Textual app (one ``Static``: the floor of any Textual program on
+this machine), a one-turn replay and a new chat (what a fresh process costs whatever the
+conversation); the ratios compare the 32k-token runs with them. Replay runs also check that torch was
+never imported.
 
-    python benchmarks/replay_first_frame.py [--runs 5] [--size 120x32] [--tokens 32000]
+``--tmux`` times the first-frame scenarios (bare app, replays, new chat) in a detached tmux session
+instead, polling ``capture-pane`` until the marker shows: how the first-frame target was set.
+
+    python benchmarks/replay_first_frame.py [--runs 5] [--size 120x32] [--tokens 32000] [--only replay_id,bare_textual_app] [--tmux]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import shlex
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -45,6 +52,19 @@ from reasonchat.transfer import to_json
 CHILD = r"""
 from reasonchat.cli import main
 sys.exit(main(sys.argv[1:]))
+"""
+# The same measurement for a program that does nothing but draw one line with Textual.
+BARE_APP = r"""
+from textual.app import App
+from textual.widgets import Static
+
+
+class Bare(App):
+    def compose(self):
+        yield Static("a bare Textual app ZBARE")
+
+
+Bare().run()
 """
 TITLE = "Benchmark conversation ZTITLE"
 TOKENS_PER_S = 30.0  # the recorded stream's pace
@@ -117,12 +137,38 @@ def qwen_counter() -> Any:
     return lambda text: len(tokenizer.encode(text, add_special_tokens=False).ids)
 
 
+def tmux_first_frame(code: str, argv: list[str], env: dict[str, str], size: tuple[int, int], marker: bytes) -> float:
+    """Seconds from starting ``python -c CODE ARGV`` in a new detached tmux session until ``marker``
+    is on its screen (``capture-pane`` polled every 5 ms)."""
+    session = f"rcbench{os.getpid()}"
+    command = shlex.join([sys.executable, "-c", "import sys\n" + code, *argv])
+    full_env = {**os.environ, **env}
+    started = time.perf_counter()
+    subprocess.run(
+        ["tmux", "new-session", "-d", "-s", session, "-x", str(size[0]), "-y", str(size[1]), command],
+        env=full_env,
+        check=True,
+    )
+    try:
+        deadline = started + 60
+        while time.perf_counter() < deadline:
+            screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True).stdout
+            if marker in screen:
+                return time.perf_counter() - started
+            time.sleep(0.005)
+        raise TimeoutError(f"{marker!r} never showed in tmux")
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--size", default="120x32", help="terminal COLSxROWS")
     parser.add_argument("--tokens", type=int, default=32000)
     parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument("--only", help="comma-separated scenario names (default: all)")
+    parser.add_argument("--tmux", action="store_true", help="first frames in tmux (bare app, replays, new chat)")
     args = parser.parse_args()
     cols, rows = (int(n) for n in args.size.split("x"))
     size = (cols, rows)
@@ -146,6 +192,9 @@ def main() -> None:
         def replay_steps(run: PtyRun) -> dict[str, float]:
             return {"first_frame": run.wait_for(b"replaying", timeout), "first_turn": run.wait_for(first, timeout)}
 
+        def bare_steps(run: PtyRun) -> dict[str, float]:
+            return {"first_frame": run.wait_for(b"ZBARE", timeout)}
+
         def new_chat_steps(run: PtyRun) -> dict[str, float]:
             return {"first_frame": run.wait_for(b"Ask anything", timeout)}
 
@@ -165,21 +214,36 @@ def main() -> None:
 
             return steps
 
-        # name: (argv, steps); each baseline is timed in the same rounds as what it is compared with.
+        # name: (child code, argv, steps); each baseline is timed in the same rounds as what it is
+        # compared with.
         scenarios = {
-            "replay_one_turn_file": (["replay", str(small)], replay_steps),
-            "replay_file": (["replay", str(export)], replay_steps),
-            "replay_id": (["replay", conv.id], replay_steps),
-            "chat_new": (["chat"], new_chat_steps),
-            "chat_continue": (["chat", "--continue", conv.id], continue_steps),
-            "open_from_history": (["chat"], from_history(b"\r", {"first_frame": last, "last_answer": last_answer})),
-            "replay_from_history": (["chat"], from_history(b"\x12", {"first_frame": b"replaying", "first_turn": first})),
+            "bare_textual_app": (BARE_APP, [], bare_steps),
+            "replay_one_turn_file": (CHILD, ["replay", str(small)], replay_steps),
+            "replay_file": (CHILD, ["replay", str(export)], replay_steps),
+            "replay_id": (CHILD, ["replay", conv.id], replay_steps),
+            "chat_new": (CHILD, ["chat"], new_chat_steps),
+            "chat_continue": (CHILD, ["chat", "--continue", conv.id], continue_steps),
+            "open_from_history": (CHILD, ["chat"], from_history(b"\r", {"first_frame": last, "last_answer": last_answer})),
+            "replay_from_history": (CHILD, ["chat"], from_history(b"\x12", {"first_frame": b"replaying", "first_turn": first})),
         }
+        if args.only:
+            scenarios = {name: scenarios[name] for name in args.only.split(",")}
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in scenarios}
         env = {"REASONCHAT_DATA_DIR": str(data_dir)}
+        first_frame_marks = {"bare_textual_app": b"ZBARE", "chat_new": b"Ask anything"}
+        if args.tmux:
+            scenarios = {
+                name: scenario
+                for name, scenario in scenarios.items()
+                if name in first_frame_marks or name.startswith("replay_") and name != "replay_from_history"
+            }
         for _ in range(args.runs):  # round by round, so a busy moment hits every scenario alike
-            for name, (argv, steps) in scenarios.items():
-                runs[name].append(run_child(CHILD, argv, env, size, steps))
+            for name, (code, argv, steps) in scenarios.items():
+                if args.tmux:
+                    mark = first_frame_marks.get(name, b"replaying")
+                    runs[name].append({"first_frame": tmux_first_frame(code, argv, env, size, mark)})
+                else:
+                    runs[name].append(run_child(code, argv, env, size, steps))
         results: dict[str, Any] = {
             "conversation": {
                 "turns": len(conv.turns),
@@ -190,23 +254,26 @@ def main() -> None:
             },
             "terminal": f"{cols}x{rows}",
         }
-        for name, (argv, _) in scenarios.items():
+        for name, (_, argv, _) in scenarios.items():
             summary: dict[str, Any] = {
                 key: round(statistics.median(run[key] for run in runs[name]), 3)
                 for key in ("first_frame", "first_turn", "last_answer")
                 if key in runs[name][0]
             }
             summary["first_frame_max"] = round(max(run["first_frame"] for run in runs[name]), 3)
-            if argv[0] == "replay":
+            if argv[:1] == ["replay"] and not args.tmux:
                 summary["torch_imported"] = any("torch_import_started" in run for run in runs[name])
             results[name] = summary
+        pairs = [
+            ("replay_id", "bare_textual_app"),
+            ("replay_file", "bare_textual_app"),
+            ("replay_file", "replay_one_turn_file"),
+            ("chat_continue", "chat_new"),
+        ]
         results["ratios"] = {
-            "replay_file / replay_one_turn_file": round(
-                results["replay_file"]["first_frame"] / results["replay_one_turn_file"]["first_frame"], 2
-            ),
-            "chat_continue / chat_new": round(
-                results["chat_continue"]["first_frame"] / results["chat_new"]["first_frame"], 2
-            ),
+            f"{a} / {b}": round(results[a]["first_frame"] / results[b]["first_frame"], 2)
+            for a, b in pairs
+            if a in results and b in results
         }
     print(json.dumps(results, indent=2))
 

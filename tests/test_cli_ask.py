@@ -100,7 +100,7 @@ def test_question_from_stdin(
         (["--model", "{model}", "--context-limit", "20", "hi"], "leaves no room"),
         (["--model", "{model}", "--continue", "ffffffff", "hi"], "no conversation"),
         (["--model", "{model}", "   "], "the question is empty"),
-        (["--model", "{model}", "--max-new-tokens", "0", "hi"], "max new tokens"),
+        (["--model", "{model}", "--max-new-tokens", "0", "hi"], "--max-new-tokens"),
         (["--model", "{model}", "--temperature", "-1", "hi"], "temperature"),
     ],
 )

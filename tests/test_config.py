@@ -124,7 +124,7 @@ def test_config_command_shows_values_sources_and_the_path(
     assert set(rows) == set(config.KEYS)
     assert '"nord"' in rows["theme"] and rows["theme"].endswith("config file, line 1")
     assert "512" in rows["max_new_tokens"] and rows["max_new_tokens"].endswith("env REASONCHAT_MAX_NEW_TOKENS")
-    assert "the demo model" in rows["model"] and rows["model"].endswith("default")
+    assert "demo model" in rows["model"] and rows["model"].endswith("default")
 
     data = json.loads(config_command(capsys, "--json"))
     assert data["path"] == str(path) and data["exists"] is True

@@ -313,7 +313,7 @@ def test_error_statuses_become_one_line_errors_and_are_not_retried(
         ({"drop_after": 3}, "the server dropped the connection after 3 tokens; the partial text is kept"),
         ({"end_without_done_after": 3}, "closed the reasoning stream before it finished, after 3 tokens"),
         ({"error_event_after": 3, "message": "engine died"}, "reported an error after 3 tokens: engine died"),
-        ({"stall_after": 3}, f"the server sent nothing for {SHORT_TIMEOUT_S:g} s after 3 tokens"),
+        ({"stall_after": 3}, f"the server sent no text for {SHORT_TIMEOUT_S:g} s after 3 tokens"),
     ],
 )
 def test_a_stream_that_breaks_keeps_its_partial_text_and_the_turn_records_the_error(
@@ -527,3 +527,142 @@ def test_ask_over_http_saves_the_turn(module_server: FakeVLLM, capsys: pytest.Ca
         conv = store.get(data["conversation_id"])
     assert conv.turns[0].answer == data["answer"] and data["answer"]
     assert conv.model  # the served model, recorded with the turn
+
+
+# -- what the client enforces itself (a server is not trusted to stop) ----------------------------
+
+
+def sse_event(payload: Any) -> bytes:
+    import json
+
+    return f"data: {json.dumps(payload)}\n\n".encode()
+
+
+def text_event(text: str, finish_reason: str | None = None) -> bytes:
+    choice = {"index": 0, "text": text, "finish_reason": finish_reason}
+    return sse_event({"object": "text_completion", "choices": [choice]})
+
+
+@pytest.mark.parametrize("counter", ["tokenizer", "server", "estimate"])
+def test_a_server_that_ignores_max_tokens_is_cut_at_the_budget_and_the_stream_closed(
+    server: FakeVLLM, served_dir: Path, counter: str
+) -> None:
+    server.tokenize = counter == "server"
+    options = {"tokenizer_dir": str(served_dir)} if counter == "tokenizer" else {}
+    backend = make_backend(server.base_url, **options).connect()
+    assert backend.token_counter == counter
+    server.faults.ignore_max_tokens, server.faults.endless = True, "7 "
+    started = time.perf_counter()
+    text, stats = drain(backend, reasoning_request(settings=GenerationSettings(max_new_tokens=10)))
+
+    assert time.perf_counter() - started < 5
+    assert stats.stop_reason == "max_new_tokens" and stats.new_tokens == 10
+    assert server.completions[0].body["max_tokens"] == 10  # asked for, ignored
+    assert text and server.completions[0].text.startswith(text)
+    assert server.model.encode(text, special=False).__len__() <= 10
+    assert server.disconnected.wait(2)  # the client hung up: the server stops generating
+
+
+@pytest.mark.parametrize("counter", ["tokenizer", "estimate"])
+def test_one_huge_event_is_trimmed_to_the_budget(
+    server: FakeVLLM, served_dir: Path, counter: str
+) -> None:
+    server.tokenize = False
+    options = {"tokenizer_dir": str(served_dir)} if counter == "tokenizer" else {}
+    backend = make_backend(server.base_url, **options).connect()
+    digits = "1 2 3 4 5 6 7 8 9 " * 1000
+    server.faults.body = [text_event(digits), text_event("", "length")]
+    text, stats = drain(backend, reasoning_request(settings=GenerationSettings(max_new_tokens=10)))
+
+    assert stats.stop_reason == "max_new_tokens" and digits.startswith(text)
+    if counter == "tokenizer":
+        assert backend.count_tokens(text) == stats.new_tokens == 10  # the longest prefix that fits
+    else:
+        from reasonchat.engine.openai_backend import MAX_CHARS_PER_TOKEN
+
+        assert len(text) == 10 * MAX_CHARS_PER_TOKEN
+
+
+def test_the_client_ends_the_text_at_a_stop_string_the_server_sends_as_text(server: FakeVLLM) -> None:
+    backend = make_backend(server.base_url).connect()
+    server.faults.body = [text_event(t) for t in ("Hello", " wor", "ld <|im", "_end|>and more", "!")]
+    text, stats = drain(backend, reasoning_request())
+    assert (text, stats.stop_reason) == ("Hello world ", "eos")
+    # A stop string's first characters are held back until they turn out to be text.
+    server.faults.body = [text_event("a <|im"), text_event("_ok"), text_event("", "stop")]
+    assert drain(backend, reasoning_request())[0] == "a <|im_ok"
+
+
+def test_extensions_the_server_rejects_are_dropped_once_and_for_all(server: FakeVLLM) -> None:
+    from reasonchat.engine.openai_backend import DROPPABLE_FIELDS
+
+    server.faults.reject_fields = DROPPABLE_FIELDS  # what `transformers serve` answers with 422
+    backend = make_backend(server.base_url).connect()
+    conversation = Conversation()
+    conversation.add_turn(QUESTION)
+    turn = run_with_timeout(lambda: TurnRunner(backend).run(conversation), 20)
+
+    assert (turn.reasoning_stats.stop_reason, turn.answer_stats.stop_reason) == ("eos", "eos")
+    sent = [set(c.body) & set(DROPPABLE_FIELDS) for c in server.completions]
+    assert sent == [set(DROPPABLE_FIELDS), set(), set()]  # one retry, then never again
+    assert turn.reasoning == server.completions[1].text and turn.answer == server.completions[2].text
+
+    server.faults.reject_fields = ("top_k",)  # the user's own setting is never dropped silently
+    with pytest.raises(GenerationError, match=r"422 Unprocessable Entity\): Unexpected fields .*top_k"):
+        drain(backend, reasoning_request(settings=GenerationSettings(top_k=5)))
+    assert len(server.completions) == 4
+
+
+@pytest.mark.parametrize(
+    "huge",
+    [
+        b"data: " + b"x" * (2 << 20),  # one endless line
+        b"data: xxxxxxx\n" * (1 << 18) + b"\n",  # one event of many short lines
+    ],
+    ids=["line", "event"],
+)
+def test_an_event_over_the_cap_is_an_error_that_keeps_the_partial_text(
+    server: FakeVLLM, backend: OpenAIBackend, huge: bytes
+) -> None:
+    server.faults.body = [text_event("kept "), text_event("too"), huge, text_event("never")]
+    conversation = Conversation()
+    conversation.add_turn(QUESTION)
+    turn = run_with_timeout(lambda: TurnRunner(backend).run(conversation), 20)
+    stats = turn.reasoning_stats
+    assert (turn.reasoning, stats.stop_reason) == ("kept too", "error")
+    expected = "the server sent an event larger than 1 MiB after 2 tokens; the partial text is kept"
+    assert stats.error == expected
+
+
+def test_a_stage_text_over_the_cap_is_an_error(
+    server: FakeVLLM, backend: OpenAIBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reasonchat.engine import openai_backend
+
+    monkeypatch.setattr(openai_backend, "MAX_STAGE_CHARS", 12)
+    server.faults.body = [text_event("0123456789"), text_event("abc"), text_event("", "stop")]
+    with pytest.raises(GenerationError, match="more than 12 characters for the reasoning, after 1 tokens"):
+        drain(backend, reasoning_request())
+
+
+def test_keep_alives_without_text_time_out_like_silence(server: FakeVLLM, impatient: OpenAIBackend) -> None:
+    import itertools
+
+    server.faults.body = itertools.chain([text_event("one")], itertools.repeat(b": keep-alive\n\n"))
+    started = time.perf_counter()
+    with pytest.raises(GenerationError, match=rf"sent no text for {SHORT_TIMEOUT_S:g} s after 1 tokens"):
+        drain(impatient, reasoning_request())
+    assert time.perf_counter() - started < 3
+
+
+def test_sse_lines_survive_any_chunking_and_refuse_an_endless_line() -> None:
+    from reasonchat.engine.openai_backend import EventTooLarge, sse_lines
+
+    stream = b'data: {"a": "\xc3\xa9"}\r\n\r\n: ping\ndata: [DONE]\n'
+    for size in (1, 2, 3, 7, len(stream)):
+        chunks = [stream[i : i + size] for i in range(0, len(stream), size)]
+        assert list(sse_lines(chunks, 64)) == ['data: {"a": "é"}', "", ": ping", "data: [DONE]"]
+    with pytest.raises(EventTooLarge):
+        list(sse_lines([b"x" * 40, b"x" * 40], 64))
+    with pytest.raises(EventTooLarge):
+        list(sse_lines([b"x" * 100 + b"\n"], 64))

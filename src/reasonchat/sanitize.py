@@ -97,3 +97,67 @@ class StreamSanitizer:
     def reset(self) -> None:
         """Forget what is held (a new stage or stream starts)."""
         self._held = ""
+
+
+# Characters that change how text reads without showing themselves: bidirectional embeddings,
+# overrides, isolates and marks (the "Trojan Source" class), zero-width spaces, invisible operators
+# and a stray byte-order mark. On screen they are shown as <U+XXXX>; exports keep the exact text.
+_INVISIBLE = re.compile("[\u061c\u180e\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+# The zero-width joiners belong to emoji sequences and many scripts, so they are shown only where
+# they follow an ASCII character: there they join nothing and only hide a difference ("ad\u200dmin").
+_JOINERS = frozenset("\u200c\u200d")
+# One pass, so the joiner's rule reads the text as given (not a <U+...> put in before it).
+_TO_SHOW = re.compile(_INVISIBLE.pattern + "|(?<=[\x00-\x7f])[\u200c\u200d]")
+
+
+def _visible(char: str) -> str:
+    return f"<U+{ord(char):04X}>"
+
+
+def _shown(match: re.Match[str]) -> str:
+    return _visible(match.group())
+
+
+def reveal_invisible(text: str, before: str = "") -> str:
+    """``text`` with invisible format characters made visible as ``<U+XXXX>``. ``before`` is the
+    character that precedes ``text`` (a stream's previous chunk), for a joiner at its start."""
+    if text.isascii():
+        return text
+    shown = _TO_SHOW.sub(_shown, text)
+    if text[0] in _JOINERS and (not before or before.isascii()):
+        shown = _visible(text[0]) + shown[1:]  # nothing before it in ``text``: the look-behind missed it
+    return shown
+
+
+def for_screen(text: str) -> str:
+    """Model or file text as a terminal may show it: sanitized, and nothing invisible left unseen."""
+    return reveal_invisible(sanitize(text))
+
+
+class ScreenStream:
+    """``for_screen`` for text that arrives in chunks: the outputs of ``feed`` joined equal
+    ``for_screen`` of the whole text, however it is split."""
+
+    __slots__ = ("_sanitizer", "_last")
+
+    def __init__(self) -> None:
+        self._sanitizer = StreamSanitizer()
+        self._last = ""  # the last character shown, as sanitized (before anything was revealed)
+
+    def feed(self, chunk: str) -> str:
+        safe = self._sanitizer.feed(chunk)
+        if not safe:
+            return ""
+        shown = reveal_invisible(safe, self._last)
+        self._last = safe[-1]
+        return shown
+
+    def flush(self) -> str:
+        rest = self._sanitizer.flush()
+        shown = reveal_invisible(rest, self._last) if rest else ""
+        self._last = rest[-1:] or self._last
+        return shown
+
+    def reset(self) -> None:
+        self._sanitizer.reset()
+        self._last = ""

@@ -17,6 +17,24 @@ from reasonchat.engine.protocol import Backend, ContextOverflow, GenerationError
 from reasonchat.engine.turn import StageFinished, StageStarted, TurnEvent, TurnRunner
 from reasonchat.store import Store
 from reasonchat.template import DEFAULT_CONTEXT_LIMIT
+from reasonchat.unicode_text import valid_text
+
+
+def placed_after_notice(count: int) -> str:
+    """What the user is told when their turn was stored after ``count`` turns another process added.
+
+    Design (issue 12, item 4): both turns are kept in the one conversation, in the order they were
+    first saved, rather than forking ours into a new conversation. The user asked to continue this
+    conversation, and a fork would file their answer under an id they never asked for; the one thing
+    that differs from a normal turn is that the model answered without the other turns, which this
+    line says, and every later turn sees all of them.
+    """
+    turns = "1 turn" if count == 1 else f"{count} turns"
+    them = "it" if count == 1 else "them"
+    return (
+        f"another reasonchat added {turns} to this conversation meanwhile;"
+        f" yours was saved after {them} (its answer did not see {them})"
+    )
 
 
 class ChatSession:
@@ -35,9 +53,16 @@ class ChatSession:
         self.runner = TurnRunner(backend, settings, context_limit)
         if not conversation.model:
             # The demo model is saved by name: its path is one install's, often a temporary one.
-            conversation.model = demo_model.label(backend.description)
+            conversation.model = valid_text(demo_model.label(backend.description))  # a server's name
+        if conversation.system_prompt is not None:
+            # What a user types (a flag, an environment variable, stdin) enters here for the CLI and
+            # the app alike: a non-UTF-8 command line decodes to lone surrogates, which no save encodes.
+            conversation.system_prompt = valid_text(conversation.system_prompt)
         self._lock = threading.Lock()
         self._busy = False
+        # How many turns another process had added to the stored conversation before the last run's
+        # turn was first saved (it went after them); 0 when no one else wrote.
+        self.placed_after = 0
 
     @property
     def settings(self) -> GenerationSettings:
@@ -59,7 +84,7 @@ class ChatSession:
 
     def ask(self, user_text: str, on_event: Callable[[TurnEvent], None] | None = None) -> Turn:
         """Add a turn and generate it. ``ContextOverflow``: the conversation and store are untouched."""
-        self.conversation.add_turn(user_text)
+        self.conversation.add_turn(valid_text(user_text))
         try:
             return self._run(on_event)
         except ContextOverflow as err:
@@ -97,6 +122,7 @@ class ChatSession:
 
     def _run_turn(self, on_event: Callable[[TurnEvent], None] | None) -> Turn:
         index = len(self.conversation.turns) - 1
+        self.placed_after = 0
 
         def handle(event: TurnEvent) -> None:
             if isinstance(event, StageStarted | StageFinished):
@@ -108,4 +134,8 @@ class ChatSession:
 
     def _save(self, index: int) -> None:
         if self.store is not None:
-            self.store.save_turn(self.conversation, index)
+            # The in-memory conversation is left as the model saw it while the turn runs (the answer's
+            # prompt must be the reasoning's plus the reasoning); the store places the turn after any
+            # that another process added meanwhile, and says how many there were.
+            placed = self.store.save_turn(self.conversation, index)
+            self.placed_after = max(self.placed_after, placed)

@@ -5,6 +5,9 @@ Safety rules this module keeps:
 - every write is one ``BEGIN IMMEDIATE`` transaction in WAL mode with ``synchronous=FULL``: a
   process killed mid-save leaves the previous state, and two writers queue on the busy timeout
   instead of failing on a read-to-write lock upgrade;
+- two writers on one conversation never overwrite each other's turns: ``save_turn`` finds a turn by
+  its uid and appends a new one after every stored turn, deciding inside its write transaction, and
+  a per-conversation ``revision`` tells a reader that its copy is stale;
 - a file we cannot use (not a database, corrupt, a newer schema, someone else's tables, locked)
   raises ``StoreError`` naming it, and is never written to, migrated or "repaired";
 - the data directory is created 0700 and the database files are 0600 (SQLite gives ``-wal``/``-shm``
@@ -111,23 +114,60 @@ def _migrate_to_v1(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+# Two writers on one conversation (two `ask --continue`, the app and `ask`) must not overwrite each
+# other's turn at the same index. ``revision`` counts writes of a conversation's turns, so a writer
+# can tell that another one came between its read and its write (a rename is not counted: it changes
+# no turn); ``uid`` names a turn independently of its index, so a turn first stored after someone
+# else's is found again at the index it actually got.
+_V2 = (
+    "ALTER TABLE conversations ADD COLUMN revision INTEGER NOT NULL DEFAULT 0",
+    # Dropped first so that giving every existing turn its uid does not re-index all their text.
+    "DROP TRIGGER turns_fts_update",
+    "ALTER TABLE turns ADD COLUMN uid TEXT",
+    "UPDATE turns SET uid = lower(hex(randomblob(6)))",
+    "CREATE UNIQUE INDEX turns_by_uid ON turns (conversation_id, uid)",
+    """CREATE TRIGGER turns_fts_update AFTER UPDATE OF user, reasoning, answer ON turns BEGIN
+        INSERT INTO turns_fts (turns_fts, rowid, user, reasoning, answer)
+        VALUES ('delete', old.id, old.user, old.reasoning, old.answer);
+        INSERT INTO turns_fts (rowid, user, reasoning, answer)
+        VALUES (new.id, new.user, new.reasoning, new.answer);
+    END""",
+)
+
+
+def _migrate_to_v2(conn: sqlite3.Connection) -> None:
+    for statement in _V2:
+        conn.execute(statement)
+
+
 # MIGRATIONS[i] takes the schema from version i to i + 1; a new version is one more function here.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_migrate_to_v1,)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_migrate_to_v1, _migrate_to_v2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _UPSERT_CONVERSATION = """
-    INSERT INTO conversations (id, title, created, updated, model, system_prompt, tokens)
-    VALUES (:id, :title, :created, :updated, :model, :system_prompt, :tokens)
+    INSERT INTO conversations (id, title, created, updated, model, system_prompt, tokens, revision)
+    VALUES (:id, :title, :created, :updated, :model, :system_prompt, :tokens, :revision)
     ON CONFLICT (id) DO UPDATE SET
         title = excluded.title, created = excluded.created, updated = excluded.updated,
-        model = excluded.model, system_prompt = excluded.system_prompt, tokens = excluded.tokens
+        model = excluded.model, system_prompt = excluded.system_prompt, tokens = excluded.tokens,
+        revision = excluded.revision
+"""
+# An autosave adds to what is stored: a title renamed meanwhile (the history, another process) stays,
+# and ``updated`` never goes back when another writer's stage ended after ours.
+_ADD_TO_CONVERSATION = """
+    INSERT INTO conversations (id, title, created, updated, model, system_prompt, tokens, revision)
+    VALUES (:id, :title, :created, :updated, :model, :system_prompt, :tokens, :revision)
+    ON CONFLICT (id) DO UPDATE SET
+        updated = max(updated, excluded.updated), model = excluded.model,
+        system_prompt = excluded.system_prompt, tokens = excluded.tokens,
+        revision = excluded.revision
 """
 # The WHERE keeps an unchanged turn from being rewritten and re-indexed on every save.
 _UPSERT_TURN = """
     INSERT INTO turns (conversation_id, idx, user, reasoning, answer, reasoning_stats, answer_stats,
-                       created)
+                       created, uid)
     VALUES (:conversation_id, :idx, :user, :reasoning, :answer, :reasoning_stats, :answer_stats,
-            :created)
+            :created, :uid)
     ON CONFLICT (conversation_id, idx) DO UPDATE SET
         user = excluded.user, reasoning = excluded.reasoning, answer = excluded.answer,
         reasoning_stats = excluded.reasoning_stats, answer_stats = excluded.answer_stats,
@@ -182,44 +222,98 @@ class Store:
     # --- conversations ---
 
     def save(self, conv: Conversation) -> None:
-        """Write the whole conversation, replacing whatever was stored under its id."""
-        turn_rows = [_turn_row(conv, i) for i in range(len(conv.turns))]
+        """Write the whole conversation, replacing whatever was stored under its id: for a new
+        conversation (an import, a shortened copy) or a deliberate replacement. Autosaves, which must
+        not undo another writer's turns, use ``save_turn``."""
+        turn_rows = [_turn_row(conv, i, i) for i in range(len(conv.turns))]
         with self._write() as conn:
-            conn.execute(_UPSERT_CONVERSATION, _conversation_row(conv))
-            conn.executemany(_UPSERT_TURN, turn_rows)
+            revision = self._stored_revision(conn, conv.id) + 1
+            conn.execute(_UPSERT_CONVERSATION, _conversation_row(conv, revision))
             conn.execute(
                 "DELETE FROM turns WHERE conversation_id = ? AND idx >= ?",
                 (conv.id, len(conv.turns)),
             )
+            # A stored turn at an index that now holds another turn goes, so the upsert by index
+            # below never meets a uid still held at another index.
+            conn.executemany(
+                "DELETE FROM turns WHERE conversation_id = ? AND idx = ? AND uid IS NOT ?",
+                [(conv.id, row["idx"], row["uid"]) for row in turn_rows],
+            )
+            conn.executemany(_UPSERT_TURN, turn_rows)
+        conv.revision = revision
 
-    def save_turn(self, conv: Conversation, index: int) -> None:
-        """Write the conversation row and turn ``index`` only: cheap enough to autosave while
-        streaming. Earlier turns missing from the database are written too, so no gap is left."""
+    def save_turn(self, conv: Conversation, index: int) -> int:
+        """Write turn ``index`` and the conversation row: cheap enough to autosave while streaming.
+        Earlier turns missing from the database are written too, so no gap is left.
+
+        Safe against another process saving turns of the same conversation meanwhile (checked inside
+        the one write transaction): a turn is found by its uid, so it is updated where it is stored; a
+        turn not stored yet is appended after every stored one, never over another writer's turn at
+        the same index; stored turns other than ``index`` are left as they are (another writer may
+        have regenerated them). Returns how many stored turns this conversation did not hold when
+        turn ``index`` was first appended after them (0 when no one else wrote). ``conv.revision``
+        advances only when the write leaves the store holding exactly what ``conv`` holds up to
+        ``index``, so a stale copy keeps looking stale (``revision``)."""
         if not 0 <= index < len(conv.turns):
             raise IndexError(f"turn {index} out of range (the conversation has {len(conv.turns)})")
         with self._write() as conn:
-            (stored,) = conn.execute(
-                "SELECT count(*) FROM turns WHERE conversation_id = ?", (conv.id,)
-            ).fetchone()
-            conn.execute(_UPSERT_CONVERSATION, _conversation_row(conv))
-            rows = [_turn_row(conv, i) for i in range(min(stored, index), index + 1)]
+            before = self._stored_revision(conn, conv.id, missing=-1)
+            stored = dict(
+                conn.execute("SELECT uid, idx FROM turns WHERE conversation_id = ?", (conv.id,))
+            )
+            ours = {turn.uid for turn in conv.turns}
+            others = sum(1 for uid in stored if uid not in ours)
+            # -1: not stored (new, or deleted by another process since): what we write is all of it.
+            in_sync = before in (-1, conv.revision) and others == 0
+            next_idx = max(stored.values(), default=-1) + 1
+            rows, placed_after = [], 0
+            for i in range(index + 1):
+                uid = conv.turns[i].uid
+                if uid in stored:
+                    if i == index:
+                        rows.append(_turn_row(conv, i, stored[uid]))
+                    continue
+                rows.append(_turn_row(conv, i, next_idx))
+                next_idx += 1
+                if i == index:
+                    placed_after = others
+            revision = max(before, 0) + 1
+            conn.execute(_ADD_TO_CONVERSATION, _conversation_row(conv, revision))
             conn.executemany(_UPSERT_TURN, rows)
+            if not in_sync:
+                # Our copy is not the stored conversation: its context comes from what is stored.
+                conn.execute(
+                    "UPDATE conversations SET tokens = ? WHERE id = ?",
+                    (_stored_context_tokens(conn, conv.id), conv.id),
+                )
+        if in_sync:
+            conv.revision = revision
+        return placed_after
+
+    def revision(self, conv_id: str) -> int | None:
+        """The stored revision of a conversation (``None``: not stored): a reader compares it with
+        ``Conversation.revision`` to learn whether another process changed its turns."""
+        with self._guard():
+            row = self._conn.execute(
+                "SELECT revision FROM conversations WHERE id = ?", (conv_id,)
+            ).fetchone()
+        return None if row is None else int(row[0])
 
     def get(self, conv_id: str) -> Conversation:
         with self._guard():
             row = self._conn.execute(
-                "SELECT id, title, created, updated, model, system_prompt FROM conversations"
-                " WHERE id = ?",
+                "SELECT id, title, created, updated, model, system_prompt, revision"
+                " FROM conversations WHERE id = ?",
                 (conv_id,),
             ).fetchone()
             if row is None:
                 raise UserError(f"no conversation with id {conv_id!r}")
             turns = self._conn.execute(
-                "SELECT user, reasoning, answer, reasoning_stats, answer_stats, created FROM turns"
-                " WHERE conversation_id = ? ORDER BY idx",
+                "SELECT user, reasoning, answer, reasoning_stats, answer_stats, created, uid"
+                " FROM turns WHERE conversation_id = ? ORDER BY idx",
                 (conv_id,),
             ).fetchall()
-        conv_id, title, created, updated, model, system_prompt = row
+        conv_id, title, created, updated, model, system_prompt, revision = row
         try:
             parsed = [_turn_from_row(t) for t in turns]
         except ValueError as err:  # a damaged stats column (json.JSONDecodeError is a ValueError)
@@ -232,6 +326,7 @@ class Store:
             model=model,
             system_prompt=system_prompt,
             turns=parsed,
+            revision=revision,
         )
 
     def resolve(self, id_or_prefix: str) -> str:
@@ -366,6 +461,11 @@ class Store:
             except OSError as err:
                 raise StoreError(f"cannot make {file} private: {err.strerror}") from None
 
+    @staticmethod
+    def _stored_revision(conn: sqlite3.Connection, conv_id: str, missing: int = 0) -> int:
+        row = conn.execute("SELECT revision FROM conversations WHERE id = ?", (conv_id,)).fetchone()
+        return missing if row is None else int(row[0])
+
     # --- transactions and errors ---
 
     @contextmanager
@@ -461,7 +561,7 @@ def _like_pattern(term: str) -> str:
 # --- rows ----------------------------------------------------------------------------------------
 
 
-def _conversation_row(conv: Conversation) -> dict[str, Any]:
+def _conversation_row(conv: Conversation, revision: int) -> dict[str, Any]:
     return {
         "id": conv.id,
         "title": conv.title,
@@ -470,14 +570,35 @@ def _conversation_row(conv: Conversation) -> dict[str, Any]:
         "model": conv.model,
         "system_prompt": conv.system_prompt,
         "tokens": conv.context_tokens(),
+        "revision": revision,
     }
 
 
-def _turn_row(conv: Conversation, index: int) -> dict[str, Any]:
+def _stored_context_tokens(conn: sqlite3.Connection, conv_id: str) -> int:
+    """``Conversation.context_tokens`` of the stored turns, newest first, reading only as far back as
+    the first turn with counts."""
+    rows = conn.execute(
+        "SELECT user, reasoning, answer, reasoning_stats, answer_stats, created, uid FROM turns"
+        " WHERE conversation_id = ? ORDER BY idx DESC",
+        (conv_id,),
+    )
+    for row in rows:
+        try:
+            tokens = _turn_from_row(row).context_tokens()
+        except ValueError:  # a damaged stats column: ``get`` reports it; a save must not fail on it
+            continue
+        if tokens:
+            return tokens
+    return 0
+
+
+def _turn_row(conv: Conversation, index: int, idx: int) -> dict[str, Any]:
+    """Turn ``index`` of ``conv`` as the row stored at position ``idx``."""
     turn = conv.turns[index]
     return {
         "conversation_id": conv.id,
-        "idx": index,
+        "idx": idx,
+        "uid": turn.uid,
         "user": turn.user,
         "reasoning": turn.reasoning,
         "answer": turn.answer,
@@ -496,7 +617,7 @@ def _stats_from_json(text: str | None) -> StageStats | None:
 
 
 def _turn_from_row(row: Sequence[Any]) -> Turn:
-    user, reasoning, answer, reasoning_stats, answer_stats, created = row
+    user, reasoning, answer, reasoning_stats, answer_stats, created, uid = row
     return Turn(
         user=user,
         reasoning=reasoning,
@@ -504,6 +625,7 @@ def _turn_from_row(row: Sequence[Any]) -> Turn:
         reasoning_stats=_stats_from_json(reasoning_stats),
         answer_stats=_stats_from_json(answer_stats),
         created=created,
+        uid=uid,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -18,16 +19,23 @@ from reasonchat.conversation import Conversation, StageStats, Turn
 from reasonchat.errors import UserError
 from reasonchat.line_breaks import with_hard_breaks
 from reasonchat.sanitize import sanitize
+from reasonchat.unicode_text import valid_strings
 
 FORMAT_NAME = "reasonchat.conversation"
 FORMAT_VERSION = 1
 
-# json.dumps escapes C0 controls itself; DEL and C1 pass through raw, and a terminal acts on C1.
-_UNSAFE_FOR_TERMINAL = re.compile("[\x7f-\x9f]")
+# json.dumps escapes C0 controls itself; DEL and C1 pass through raw, and a terminal acts on C1. A
+# lone surrogate cannot be encoded at all, and a stdout with ``surrogateescape`` turns U+DC9B into the
+# raw byte 0x9B (an 8-bit CSI).
+_UNSAFE_FOR_TERMINAL = re.compile("[\x7f-\x9f\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def canonical_json(obj: Any) -> str:
-    """``obj`` as UTF-8-friendly, indented JSON that is still safe to ``cat`` in a terminal."""
+    """``obj`` as UTF-8-friendly, indented JSON that is still safe to ``cat`` in a terminal.
+
+    All machine output (``--json``, exports) is this: every control character and lone surrogate is a
+    ``\\uXXXX`` escape, so the text is exact once parsed and no byte of it acts on a terminal."""
     text = json.dumps(obj, ensure_ascii=False, indent=2) + "\n"
     # Outside strings JSON is plain ASCII, so these characters can only sit inside a string.
     return _UNSAFE_FOR_TERMINAL.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
@@ -102,8 +110,36 @@ def export_bytes(conv: Conversation, format_name: str) -> bytes:
 
 
 def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``path`` (mode 0600) through a temporary file beside it: readers see the old file or the
-    new one, never half of it. ``UserError`` (one line) if it cannot be written."""
+    """Write ``data`` to ``path``; ``UserError`` (one line) if it cannot be written.
+
+    A new path or a regular file is written (mode 0600) through a temporary file beside it: readers
+    see the old file or the new one, never half of it. Nothing else is ever replaced: a FIFO or a
+    character device (a terminal, ``/dev/null``; ``/dev/full`` fails with one line) is written in
+    place, as a shell's ``>`` would, and a symbolic link (``/dev/stdout`` too), a directory, a block
+    device or a socket is refused, naming what it is. A link is refused rather than followed: renaming over its target would bypass the
+    kernel's protection against links planted in shared directories, and replacing the link itself
+    would silently cut it; the message names the target to give instead.
+    """
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as err:
+        raise UserError(f"cannot write {path}: {err.strerror}") from None
+    if mode is None or stat.S_ISREG(mode):
+        _replace(path, data)
+    elif stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
+        _write_in_place(path, data)
+    elif stat.S_ISLNK(mode):
+        raise UserError(
+            f"{path} is a symbolic link to {os.readlink(path)}; exports do not follow links: give the"
+            " path of its target"
+        )
+    else:
+        raise UserError(f"cannot write {path}: it is {_kind(mode)}; only a regular file is replaced")
+
+
+def _replace(path: Path, data: bytes) -> None:
     try:
         fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as err:
@@ -119,6 +155,27 @@ def write_atomically(path: Path, data: bytes) -> None:
         if isinstance(err, OSError):
             raise UserError(f"cannot write {path}: {err.strerror}") from None
         raise
+
+
+def _write_in_place(path: Path, data: bytes) -> None:
+    # No O_CREAT: if it was swapped for something else meanwhile, this fails instead of creating a
+    # file; O_NOFOLLOW: nor does it follow a link put there since the check.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NOCTTY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+    except OSError as err:
+        raise UserError(f"cannot write {path}: {err.strerror}") from None
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a special file"
 
 
 # --- import --------------------------------------------------------------------------------------
@@ -145,6 +202,11 @@ def load_bytes(data: bytes, source: str) -> Conversation:
         raise UserError(f"{source}: not UTF-8 text (byte {err.start})") from None
     try:
         obj = json.loads(text)
+        # A "\\ud800" escape parses to a lone surrogate, which no store or stdout could encode. Text
+        # decoded from UTF-8 holds none, so only a file with such an escape needs the walk (a 2 MB
+        # export has ~90,000 strings: the walk would add tens of milliseconds to every replay).
+        if _SURROGATE_ESCAPE.search(text):
+            obj = valid_strings(obj)
     except json.JSONDecodeError as err:
         raise UserError(f"{source}:{err.lineno}:{err.colno}: invalid JSON: {err.msg}") from None
     try:

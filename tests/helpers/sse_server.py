@@ -5,8 +5,12 @@ chunked body, as uvicorn sends them) and, optionally, vLLM's ``POST /tokenize``.
 the prompt text exactly as received; it stops on the model's eos ids and the request's
 ``stop_token_ids``, and matches ``stop`` strings against text decoded without special tokens, as vLLM
 does. Every request and every generated text is recorded for the tests, and ``Faults`` scripts the
-failures: an error status, a connection dropped before the headers or mid-stream, a stream that stalls
-or ends without ``[DONE]``, an error event, a server that never answers.
+failures: an error status, a connection dropped (or reset) before the headers or mid-stream, a stream
+that stalls or ends without ``[DONE]``, an error event, a server that never answers, one that ignores
+``max_tokens`` or streams forever, one that rejects vLLM's extensions as ``transformers serve`` does,
+and any body at all (garbage, huge or hostile events).
+
+``CannedModel`` stands in for the model where only the wire matters: it "generates" given deltas.
 
 Listens on 127.0.0.1 only, on an ephemeral port.
 """
@@ -16,8 +20,10 @@ from __future__ import annotations
 import json
 import select
 import socket
+import struct
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -37,6 +43,13 @@ class Faults:
     error_event_after: int | None = None  # send vLLM's in-stream error event after this many
     hang: bool = False  # read the request and never answer
     usage: bool = True  # honour stream_options.include_usage
+    reset_before_headers: bool = False  # reset (RST) every completion connection without a response
+    reset_after: int | None = None  # reset the connection after this many text events
+    ignore_max_tokens: bool = False  # generate until the model stops, whatever max_tokens says
+    endless: str | None = None  # after the model's text, send this delta forever (no stop, no limit)
+    body: Iterable[bytes] | None = None  # send these chunks as the event stream instead (may be endless)
+    # Answer 422 like `transformers serve` when the request has any of these fields.
+    reject_fields: tuple[str, ...] = ()
 
 
 @dataclass
@@ -100,8 +113,39 @@ class TinyModel:
             record.finish_reason = "length"
 
 
+class CannedModel:
+    """A "model" that streams given deltas, one token each, for tests of the wire rather than the
+    model. Its tokenizer counts characters, with each ChatML special as one token."""
+
+    SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|reasoning|>")
+
+    def __init__(self, deltas: Iterable[str]) -> None:
+        self.deltas = list(deltas)
+        self.eos_ids = {0, 2}
+
+    def encode(self, text: str, special: bool = True) -> list[int]:
+        ids: list[int] = []
+        while text:
+            known = next((s for s in self.SPECIALS if text.startswith(s)), None)
+            token = known or text[0]
+            ids.append(self.SPECIALS.index(known) if known else 100 + ord(token))
+            text = text[len(token) :]
+        return ids
+
+    def generate(
+        self, record: Completion, max_tokens: int, stop_ids: set[int], stop: list[str]
+    ) -> Iterator[str]:
+        for delta in self.deltas:
+            if record.completion_tokens >= max_tokens:
+                record.finish_reason = "length"
+                return
+            record.completion_tokens += 1
+            yield delta
+        record.finish_reason = "stop"
+
+
 class FakeVLLM:
-    def __init__(self, model: TinyModel, *, api_key: str | None = None) -> None:
+    def __init__(self, model: TinyModel | CannedModel, *, api_key: str | None = None) -> None:
         self.model = model
         self.api_key = api_key
         self.tokenize = True  # serve /tokenize
@@ -198,8 +242,12 @@ class _Handler(BaseHTTPRequestHandler):
         if faults.drop_before_headers >= len(fake.completions):
             self.close_connection = True
             return
+        if faults.reset_before_headers:
+            return self._reset()
         if faults.status is not None:
             return self._error(faults.status, faults.message)
+        if rejected := {name for name in faults.reject_fields if name in body}:
+            return self._json(422, {"detail": f"Unexpected fields in the request: {rejected}"})
         if body.get("model") != fake.served_name:
             return self._error(404, f"The model `{body.get('model')}` does not exist.")
         record.prompt_ids = fake.model.encode(body["prompt"])
@@ -208,15 +256,22 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         try:
+            if faults.body is not None:
+                for data in faults.body:
+                    self._chunk(data)
+                return self._chunk(b"")
             self._stream(record, body)
         except (BrokenPipeError, ConnectionResetError):
             fake.disconnected.set()
 
     def _stream(self, record: Completion, body: dict[str, Any]) -> None:
         faults = self.fake.faults
+        max_tokens = 1 << 62 if faults.ignore_max_tokens else body["max_tokens"]
         deltas = self.fake.model.generate(
-            record, body["max_tokens"], set(body.get("stop_token_ids", [])), body.get("stop", [])
+            record, max_tokens, set(body.get("stop_token_ids", [])), body.get("stop", [])
         )
+        if faults.endless is not None:
+            deltas = _then_forever(deltas, faults.endless)
         for delta in deltas:
             record.text += delta
             record.text_events += 1
@@ -225,6 +280,15 @@ class _Handler(BaseHTTPRequestHandler):
             if n == faults.drop_after:
                 self.close_connection = True  # no terminating chunk: the body is cut off
                 return
+            if faults.endless is not None and self._client_gone():
+                # As uvicorn does: a client's FIN is a disconnect (writes alone may not fail soon).
+                self.fake.disconnected.set()
+                return
+            if n == faults.reset_after:
+                # Linux drops what the client has received but not yet read when the RST lands: give
+                # it time to read the events, so the partial text the test expects is the one sent.
+                time.sleep(0.3)
+                return self._reset()
             if n == faults.stall_after:
                 return self._wait_for_disconnect()
             if n == faults.end_without_done_after:
@@ -275,18 +339,33 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _reset(self) -> None:
+        """Close with an RST (SO_LINGER 0), as a crashed server or a middlebox does."""
+        self.close_connection = True
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
+
     def _wait_for_disconnect(self) -> None:
         """Stay silent until the client goes away (recorded) or the server stops."""
         self.close_connection = True
         while not self.fake.closing.is_set():
-            readable, _, _ = select.select([self.connection], [], [], 0.02)
-            try:
-                gone = bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
-            except ConnectionResetError:
-                gone = True
-            if gone:
+            if self._client_gone(0.02):
                 self.fake.disconnected.set()
                 return
+
+    def _client_gone(self, wait_s: float = 0.0) -> bool:
+        """Whether the client closed its side (a FIN or a reset), waiting up to ``wait_s`` to know."""
+        readable, _, _ = select.select([self.connection], [], [], wait_s)
+        try:
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except ConnectionResetError:
+            return True
+
+
+def _then_forever(deltas: Iterator[str], delta: str) -> Iterator[str]:
+    yield from deltas
+    while True:
+        yield delta
 
 
 def _chunk_payload(text: str, finish_reason: str | None) -> dict[str, Any]:

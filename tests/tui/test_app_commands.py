@@ -27,7 +27,7 @@ def test_flags_env_and_config_reach_the_app(monkeypatch: pytest.MonkeyPatch) -> 
     assert options.system_prompt == "From config"
     assert options.context_limit == 5000
     assert (options.settings.max_new_tokens, options.settings.temperature) == (200, 0.3)
-    assert options.model_label == "the demo model" and options.notices == ()
+    assert options.model_label == "demo model" and options.notices == ()
     options.store.close()
 
     app = build_app(chat_args("--system", "From the flag"))

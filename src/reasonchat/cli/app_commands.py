@@ -12,7 +12,9 @@ import json
 from functools import partial
 from typing import Any
 
+from reasonchat import demo_model
 from reasonchat.cli.openai_options import add_backend_arguments, open_selected_backend, selected_backend
+from reasonchat.cli.output import write_json
 from reasonchat.cli.model_options import (
     add_generation_arguments,
     add_model_arguments,
@@ -22,7 +24,6 @@ from reasonchat.cli.model_options import (
 from reasonchat.errors import UserError
 from reasonchat.sanitize import sanitize
 
-DEMO_MODEL_LABEL = "the demo model"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -74,7 +75,7 @@ def build_app(args: argparse.Namespace) -> Any:
         raise
     options = AppOptions(
         load_backend=partial(open_selected_backend, args),
-        model_label=args.served_model or args.base_url or cfg.model or DEMO_MODEL_LABEL,
+        model_label=args.served_model or args.base_url or demo_model.label(cfg.model or demo_model.LABEL),
         store=store,
         conversation=conversation,
         system_prompt=cfg.system_prompt,
@@ -107,7 +108,7 @@ def run_config(args: argparse.Namespace) -> int:
             "settings": {key: {"value": value, "source": source} for key, value, source in resolved.rows()},
             "problems": list(resolved.problems),
         }
-        print(json.dumps(data, ensure_ascii=False, indent=2))
+        write_json(data)
         return 0
     print(f"config file: {resolved.path}" + ("" if exists else " (not found: defaults apply)"))
     for problem in resolved.problems:
@@ -122,7 +123,7 @@ def run_config(args: argparse.Namespace) -> int:
 
 def _show(key: str, value: Any) -> str:
     if value is None:
-        return DEMO_MODEL_LABEL if key == "model" else "(not set)"
+        return demo_model.LABEL if key == "model" else "(not set)"
     if isinstance(value, str):
         return sanitize(json.dumps(value, ensure_ascii=False))
     return str(value)

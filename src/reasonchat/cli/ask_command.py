@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
+import errno
 import signal
 import sys
 from collections.abc import Iterator
@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from reasonchat.cli.openai_options import add_backend_arguments, open_selected_backend
+from reasonchat.cli.output import OutputError, write_json
 from reasonchat.cli.model_options import (
     add_generation_arguments,
     add_model_arguments,
@@ -21,7 +22,7 @@ from reasonchat.cli.model_options import (
 from reasonchat.conversation import STAGES, Conversation, StageStats, Turn
 from reasonchat.engine.protocol import ContextOverflow
 from reasonchat.errors import UserError
-from reasonchat.sanitize import StreamSanitizer, sanitize
+from reasonchat.sanitize import ScreenStream, StreamSanitizer, sanitize
 from reasonchat.template import DEFAULT_SYSTEM_PROMPT
 
 
@@ -46,7 +47,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def read_question(text: str) -> str:
     if text == "-":
-        text = sys.stdin.read()
+        # Decoded here, not by the locale: its strict decoding would end in a traceback at the first
+        # byte that is not UTF-8.
+        raw = getattr(sys.stdin, "buffer", None)
+        text = raw.read().decode("utf-8", "replace") if raw is not None else sys.stdin.read()
         if text.endswith("\n"):
             text = text[:-1]
     if not text.strip():
@@ -55,7 +59,7 @@ def read_question(text: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reasonchat.session import ChatSession
+    from reasonchat.session import ChatSession, placed_after_notice
     from reasonchat.store import Store
 
     question = read_question(args.question)
@@ -94,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
         if store is not None:
             store.close()
     out.finish(conversation, turn, limit, saved=store is not None)
+    if session.placed_after:
+        print(f"reasonchat: note: {placed_after_notice(session.placed_after)}", file=sys.stderr)
     return code
 
 
@@ -131,10 +137,17 @@ class _Output:
         self.json_mode = json_mode
         self.tty = sys.stdout.isatty()
         self.console = Console(soft_wrap=True, highlight=False)
+        # Rich's own answer to a reader that left (``| head``) is SystemExit, mid-turn: the turn would
+        # be lost. The pipe error is kept like any stdout failure instead.
+        self.console.on_broken_pipe = _reader_left  # type: ignore[method-assign]
         self.err = Console(stderr=True, soft_wrap=True, highlight=False)
         self.stage: str | None = None
-        # One per stage: a sequence split across two chunks must not show its second half.
-        self.sanitizer = StreamSanitizer()
+        # One per stage: a sequence split across two chunks must not show its second half. On a
+        # terminal, invisible characters (bidi overrides, zero-width spaces) are shown as <U+XXXX>;
+        # piped output keeps them, as the stored text does.
+        self.sanitizer: ScreenStream | StreamSanitizer = StreamSanitizer()
+        # Set when stdout fails: generation goes on and the turn is saved; ``finish`` reports it.
+        self.failure: BaseException | None = None
 
     def progress(self, message: str) -> None:
         if self.err.is_terminal:
@@ -159,21 +172,29 @@ class _Output:
 
     def _label(self, stage: str) -> None:
         self.stage = stage
-        self.sanitizer.reset()
+        self.sanitizer = ScreenStream() if self.tty else StreamSanitizer()
         label = "Reasoning" if stage == "reasoning" else "Answer"
         if stage == "answer":
             self._write("\n", stage)
         if self.tty:
-            self.console.print(f"[bold]{label}[/bold]", style="dim" if stage == "reasoning" else None)
+            self._print(f"[bold]{label}[/bold]", style="dim" if stage == "reasoning" else None)
         else:
-            self.console.print(f"{label}:", markup=False)
+            self._print(f"{label}:", markup=False)
 
     def _write(self, text: str, stage: str) -> None:
         if not text:
             return  # all held back: printing "" would still flush for nothing
         style = "dim" if self.tty and stage == "reasoning" else None
-        self.console.print(text, end="", style=style, markup=False)
-        self.console.file.flush()
+        self._print(text, end="", style=style, markup=False)
+
+    def _print(self, text: str, **options: Any) -> None:
+        if self.failure is not None:
+            return
+        try:
+            self.console.print(text, **options)
+            self.console.file.flush()
+        except (OSError, OutputError) as err:
+            self.failure = err
 
     def _report_stop(self, stage: str, stats: StageStats) -> None:
         if stats.stop_reason == "max_new_tokens":
@@ -184,6 +205,22 @@ class _Output:
             self.err.print(f"reasonchat: error: {sanitize(stats.error or 'generation failed')}", markup=False)
 
     def finish(self, conversation: Conversation, turn: Turn, limit: int, saved: bool) -> None:
+        """The JSON object or the saved note, then the stdout failure if there was one."""
+        if self.failure is None:
+            try:
+                self._finish(conversation, turn, limit, saved)
+            except (OSError, OutputError) as err:
+                self.failure = err
+        failure = self.failure
+        if failure is None:
+            return
+        if isinstance(failure, BrokenPipeError):
+            raise failure  # the reader left (``| head``): ``main`` ends quietly
+        if isinstance(failure, OSError):  # unguarded (``main`` turns these into ``OutputError``)
+            failure = OutputError.from_os_error(failure)
+        raise OutputError(f"{failure}" + (f"; the turn was saved as {conversation.id}" if saved else ""))
+
+    def _finish(self, conversation: Conversation, turn: Turn, limit: int, saved: bool) -> None:
         if not self.json_mode:
             if saved and self.err.is_terminal:
                 self.err.print(f"[dim]saved as {conversation.id}[/dim]")
@@ -196,7 +233,11 @@ class _Output:
             "context": {"used": turn.context_tokens(), "limit": limit},
             "stages": {stage: stage_json(turn.stats(stage)) for stage in STAGES},
         }
-        print(json.dumps(data, ensure_ascii=False, indent=2))
+        write_json(data)
+
+
+def _reader_left() -> None:
+    raise BrokenPipeError(errno.EPIPE, "the reader of stdout left")
 
 
 def stage_json(stats: StageStats | None) -> dict[str, Any] | None:

@@ -4,14 +4,14 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from collections.abc import Callable
 from typing import Any
 
 from reasonchat.cli.model_options import add_model_arguments, open_backend
 from reasonchat.cli.openai_options import add_backend_arguments, open_openai_backend, selected_backend
+from reasonchat.cli.output import write_json
 from reasonchat.errors import UserError
+from reasonchat.settings import check_flag, out_of_bounds
 
 
 def _int_list(text: str) -> list[int]:
@@ -21,8 +21,11 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
     if values == [0]:
         return []  # decode test only
-    if not values or min(values) < 16:
-        raise argparse.ArgumentTypeError("history lengths must be at least 16 tokens (0: none)")
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    for value in values:
+        if problem := out_of_bounds("history_tokens", value):
+            raise argparse.ArgumentTypeError(f"a history length {problem} (0 alone: none)")
     return values
 
 
@@ -53,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
 
     from reasonchat.bench.local import run_bench
 
+    for key in ("decode_tokens", "stage_tokens"):
+        check_flag(key, getattr(args, key))
     if selected_backend(args) == "openai":
         return run_openai(args)
     if args.no_cache_reuse:
@@ -89,8 +94,7 @@ def _options(args: argparse.Namespace, err: Any) -> dict[str, Any]:
 
 def _output(args: argparse.Namespace, data: dict[str, Any], show: Callable[[], None]) -> int:
     if args.json:
-        json.dump(data, sys.stdout, indent=2)
-        print()
+        write_json(data)
     else:
         show()
     return 0

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from reasonchat import config
 from reasonchat.engine.protocol import Backend
 from reasonchat.errors import UserError
-from reasonchat.settings import DTYPE_NAMES, GenerationSettings, out_of_bounds
+from reasonchat.settings import DTYPE_NAMES, GENERATION_KEYS, GenerationSettings, check_flag
 from reasonchat.template import DEFAULT_CONTEXT_LIMIT, DEFAULT_MAX_NEW_TOKENS
 
 # Namespace attribute -> config key, for the flags that have a config key.
@@ -39,9 +39,17 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", help="cpu, cuda, cuda:1, mps … (default: device_map=auto)")
     group.add_argument("--dtype", help=f"{', '.join(DTYPE_NAMES)} (default: the checkpoint's)")
     group.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
-    group.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own code")
+    add_trust_remote_code(group)
     group.add_argument(
         "--no-cache-reuse", action="store_true", help="re-prefill every prompt (the card's behaviour)"
+    )
+
+
+def add_trust_remote_code(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """The flag of every command that loads a checkpoint: without it a checkpoint's own Python
+    (``auto_map``) is refused, never run and never asked about."""
+    parser.add_argument(
+        "--trust-remote-code", action="store_true", help="run the checkpoint's own Python code (auto_map)"
     )
 
 
@@ -75,8 +83,10 @@ def effective_config(args: argparse.Namespace) -> config.ResolvedConfig:
 
 def generation_settings(args: argparse.Namespace) -> GenerationSettings:
     cfg = effective_config(args).config
-    if problem := out_of_bounds("context_limit", cfg.context_limit):
-        raise UserError(f"--context-limit {problem}")
+    # Environment and config-file values were checked (and skipped when bad) as they were read: a bad
+    # value left here came from a flag, so the message names the flag.
+    for key in ("context_limit", "threads", *GENERATION_KEYS):
+        check_flag(key, getattr(cfg, key), config.FLAGS[key])
     return GenerationSettings.of(cfg)
 
 

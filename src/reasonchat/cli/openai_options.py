@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from reasonchat.errors import UserError
+from reasonchat.settings import check_flag
 
 if TYPE_CHECKING:
     from reasonchat.engine.openai_backend import OpenAIBackend
@@ -110,8 +111,7 @@ def open_openai_backend(
     """Connect to the server named by the options. Raises ``UserError`` with what to fix."""
     selected_backend(args)
     timeout = DEFAULT_REQUEST_TIMEOUT_S if args.request_timeout is None else args.request_timeout
-    if not timeout > 0:
-        raise UserError(f"--request-timeout must be a positive number of seconds, got {timeout:g}")
+    check_flag("request_timeout", timeout)
     key = api_key(args)
     from reasonchat.engine.openai_backend import OpenAIBackend
 

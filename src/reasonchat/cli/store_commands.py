@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from reasonchat import transfer
+from reasonchat.cli.output import write_bytes, write_json, write_text
 from reasonchat.conversation import local_time, new_id
 from reasonchat.errors import UserError
 from reasonchat.sanitize import sanitize
@@ -44,7 +45,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         " role/content list); default: markdown",
     )
     sub.add_argument(
-        "-o", "--output", metavar="FILE", help="write to FILE (replaced atomically, mode 0600)"
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write to FILE: a regular file is replaced atomically (mode 0600), a FIFO or device is"
+        " written in place, a symbolic link is refused",
     )
     sub.set_defaults(func=_export)
 
@@ -67,9 +72,9 @@ def _list(args: argparse.Namespace) -> int:
         with Store(database) as store:
             summaries = store.list(search=args.search)
     if args.json:
-        _write(transfer.canonical_json([_summary_dict(s) for s in summaries]))
+        write_json([_summary_dict(s) for s in summaries])
     elif summaries:
-        _write(_table(summaries))
+        write_text(_table(summaries))
     else:
         print("no conversations" + (" match" if args.search else " saved yet"), file=sys.stderr)
     return 0
@@ -82,7 +87,7 @@ def _export(args: argparse.Namespace) -> int:
     if args.output:
         transfer.write_atomically(Path(args.output), data)
     else:
-        _write_bytes(data)
+        write_bytes(data)
     return 0
 
 
@@ -95,14 +100,14 @@ def _import(args: argparse.Namespace) -> int:
     conv.id = new_id()
     with Store.open(args.data_dir) as store:
         store.save(conv)
-    _write(conv.id + "\n")
+    write_text(conv.id + "\n")
     return 0
 
 
 def _delete(args: argparse.Namespace) -> int:
     with _existing(args.data_dir, args.id) as (store, conv_id):
         store.delete(conv_id)
-    _write(f"deleted {conv_id}\n")
+    write_text(f"deleted {conv_id}\n")
     return 0
 
 
@@ -152,13 +157,3 @@ def _row(short_id: str, updated: str, turns: str, title: str) -> str:
 
 def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
-
-
-def _write(text: str) -> None:
-    _write_bytes(text.encode("utf-8"))
-
-
-def _write_bytes(data: bytes) -> None:
-    sys.stdout.flush()
-    sys.stdout.buffer.write(data)
-    sys.stdout.buffer.flush()

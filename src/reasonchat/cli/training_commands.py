@@ -9,8 +9,8 @@ import argparse
 import sys
 from typing import Any
 
-from reasonchat.errors import UserError
-from reasonchat.settings import DTYPE_NAMES
+from reasonchat.cli.model_options import add_trust_remote_code
+from reasonchat.settings import DTYPE_NAMES, check_flag
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,7 +40,7 @@ def _register_prepare(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--dtype", choices=DTYPE_NAMES, default="auto", help="dtype to save (default: as loaded)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-    parser.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own code")
+    add_trust_remote_code(parser)
     parser.set_defaults(func=_run_prepare)
 
 
@@ -117,6 +117,7 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda if available)")
     group.add_argument("--threads", type=int, metavar="N",
                        help="torch CPU threads (1 is best for tiny models on shared cores)")  # fmt: skip
+    add_trust_remote_code(parser)
     parser.set_defaults(func=_run_train)
 
 
@@ -145,6 +146,7 @@ def _run_train(args: argparse.Namespace) -> int:
         save_every=args.save_every,
         threads=args.threads,
         device=args.device,
+        trust_remote_code=args.trust_remote_code,
         save_dtype=args.save_dtype,
         resume=args.resume,
         overwrite=args.overwrite,
@@ -205,6 +207,7 @@ def _register_demo(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--seed", type=int, help="problem seed (default: the benchmark's)")
     evaluate.add_argument("--threads", type=int, default=1, metavar="N", help="torch CPU threads (default 1)")
     evaluate.add_argument("--show-failures", type=int, default=5, metavar="N", help="per row (default 5)")
+    add_trust_remote_code(evaluate)
     evaluate.set_defaults(func=_run_eval)
 
 
@@ -225,8 +228,8 @@ def _run_build(args: argparse.Namespace) -> int:
         changes["steps"] = args.steps
     if args.seed is not None:
         changes["seed"] = args.seed
-    if args.threads < 1 or (args.steps is not None and args.steps < 1):
-        raise UserError("--threads and --steps must be at least 1")
+    for key in ("threads", "steps", "seed"):
+        check_flag(key, getattr(args, key))
     report = build_demo_model(
         args.out,
         replace(settings, **changes),
@@ -252,8 +255,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     from reasonchat.sanitize import sanitize
     from reasonchat.training.demo import EVAL_SEED, evaluate_demo_model
 
-    if args.dialogs < 1 or args.turns < 1 or args.off_task < 0 or args.threads < 1:
-        raise UserError("--dialogs, --turns and --threads must be at least 1, --off-task at least 0")
+    for key in ("dialogs", "turns", "off_task", "threads", "seed", "show_failures"):
+        check_flag(key, getattr(args, key))
     _quiet_transformers()
     model = args.model or str(model_dir())
     console = Console(stderr=True)
@@ -270,6 +273,7 @@ def _run_eval(args: argparse.Namespace) -> int:
             threads=args.threads,
             seed=EVAL_SEED if args.seed is None else args.seed,
             on_dialog=on_dialog,
+            trust_remote_code=args.trust_remote_code,
         )
     out = Console()
     out.print(report.table())

@@ -7,9 +7,11 @@ everything a user can get wrong is checked here first and reported in one line.
 
 from __future__ import annotations
 
+import json
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,6 +76,127 @@ def _has_tokenizer_files(directory: Path) -> bool:
     return False
 
 
+WEIGHT_INDEX = "model.safetensors.index.json"
+_WEIGHT_NAMES = ("model.safetensors", WEIGHT_INDEX, "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def check_checkpoint(directory: str | os.PathLike[str], *, weights: bool = True) -> None:
+    """The files of a local checkpoint that transformers reads first, checked so that a broken one is
+    one ``ModelLoadError`` naming the file: transformers lets safetensors' ``SafetensorError`` (which
+    names no file) escape as a traceback, and reports a config.json that is not JSON as a tokenizer
+    problem. ``weights``: also the weight files (a tokenizer-only directory has none)."""
+    root = Path(directory)
+    config = root / "config.json"
+    try:
+        data = json.loads(config.read_bytes())
+    except OSError as err:
+        raise ModelLoadError(f"cannot read {config}: {err.strerror or err}") from None
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError both are
+        raise ModelLoadError(f"{config} is not valid JSON ({_first_line(err)})") from None
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{config} is not a JSON object")
+    if not weights:
+        return
+    index = root / WEIGHT_INDEX
+    if index.is_file():
+        try:
+            shards = set(json.loads(index.read_bytes())["weight_map"].values())
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            raise ModelLoadError(f"{index} is not a safetensors index (no weight_map)") from None
+        for shard in sorted(shards):
+            if not isinstance(shard, str) or not (root / shard).is_file():
+                raise ModelLoadError(f"{root / str(shard)} is missing (listed in {index})")
+    elif not any((root / name).is_file() for name in _WEIGHT_NAMES):
+        raise ModelLoadError(f"no weights in {root} (no model.safetensors or pytorch_model.bin)")
+    from safetensors import SafetensorError, safe_open
+
+    for path in sorted(root.glob("*.safetensors")):
+        # Opening reads and checks the header only (it maps the data): cheap even for large shards.
+        try:
+            with safe_open(path, framework="pt"):
+                pass
+        except (SafetensorError, OSError) as err:
+            raise ModelLoadError(f"{path} is truncated or corrupt ({_first_line(err)})") from None
+
+
+def remote_code_refused(err: BaseException, source: str) -> ModelLoadError | None:
+    """The one-line error for transformers refusing a checkpoint's own code (``auto_map``) because
+    ``trust_remote_code`` was False, or None when ``err`` is something else."""
+    if "trust_remote_code" not in str(err) and "custom code" not in str(err):
+        return None
+    return ModelLoadError(
+        f"{source} comes with its own Python code (auto_map in its config), which reasonchat runs only "
+        "with --trust-remote-code: pass it only for a checkpoint whose code you have read and trust"
+    )
+
+
+def load_weights(source: str, *, trust_remote_code: bool, local_only: bool, **kwargs: Any) -> Any:
+    """``AutoModelForCausalLM.from_pretrained`` for every loader of ours (engine, train, prepare-model):
+    ``trust_remote_code`` is always passed (left ``None``, transformers *asks* on stdin whether to run
+    the checkpoint's code, and a ``y`` runs it); any failure is one ``ModelLoadError``; weights that do
+    not fit the config, or are missing from the files, are refused rather than silently re-initialised
+    (transformers would log a table about it and carry on with random weights for the missing ones).
+    Callers run ``check_checkpoint`` on a local directory first: before the tokenizer, which reads
+    config.json too."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        with _quiet():  # the load report: what it says is raised below, in one line
+            model, info = AutoModelForCausalLM.from_pretrained(
+                source,
+                trust_remote_code=trust_remote_code,
+                local_files_only=local_only,
+                ignore_mismatched_sizes=True,
+                output_loading_info=True,
+                **kwargs,
+            )
+    except ModelLoadError:
+        raise
+    except Exception as err:
+        # Whatever a hostile or broken checkpoint makes transformers, torch or safetensors raise
+        # (OSError, ValueError, RuntimeError, SafetensorError, TypeError from a config field of the
+        # wrong type, ...) is a problem with that checkpoint, not with reasonchat. Out-of-memory
+        # errors are RuntimeErrors: the caller that can advise on them catches them first.
+        if _is_out_of_memory(err):
+            raise
+        raise remote_code_refused(err, source) or ModelLoadError(
+            f"cannot load the model in {source}: {_first_line(err)}"
+        ) from None
+    mismatched = sorted(info.get("mismatched_keys") or (), key=lambda item: item[0])
+    if mismatched:
+        key, stored, expected = mismatched[0]
+        more = f" (and {len(mismatched) - 1} more)" if len(mismatched) > 1 else ""
+        raise ModelLoadError(
+            f"the weights in {source} do not fit its config.json: {key} is {list(stored)} in the "
+            f"weights, {list(expected)} per the config{more}"
+        )
+    missing = sorted(info.get("missing_keys") or ())
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise ModelLoadError(f"the weights in {source} lack {missing[0]}{more}")
+    return model
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """transformers' warnings off while it loads: they go to stderr (under the app's screen, or around
+    the one line a failure ends in), and what matters in them is raised as a ``ModelLoadError``."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def _is_out_of_memory(err: BaseException) -> bool:
+    import torch
+
+    return isinstance(err, torch.cuda.OutOfMemoryError)
+
+
 def load_tokenizer(source: str, *, trust_remote_code: bool = False, local_only: bool = True) -> Any:
     from transformers import AutoTokenizer
 
@@ -84,11 +207,14 @@ def load_tokenizer(source: str, *, trust_remote_code: bool = False, local_only: 
             "save the tokenizer next to the weights (tokenizer.save_pretrained)"
         )
     try:
-        return AutoTokenizer.from_pretrained(
-            source, trust_remote_code=trust_remote_code, local_files_only=local_only
-        )
-    except (OSError, ValueError, KeyError) as err:
-        raise ModelLoadError(f"no usable tokenizer in {source}: {_first_line(err)}") from None
+        with _quiet():
+            return AutoTokenizer.from_pretrained(
+                source, trust_remote_code=trust_remote_code, local_files_only=local_only
+            )
+    except Exception as err:  # tokenizers' own errors are plain Exceptions
+        raise remote_code_refused(err, source) or ModelLoadError(
+            f"no usable tokenizer in {source}: {_first_line(err)}"
+        ) from None
 
 
 def check_tokenizer(tokenizer: Any, source: str) -> tuple[int, list[int]]:
@@ -137,7 +263,6 @@ def load_model(
 
     report("importing torch and transformers")
     import torch
-    from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     # Progress goes through ``progress``; transformers' own bars would write into the TUI or the pipe.
@@ -147,24 +272,24 @@ def load_model(
     if device and device.startswith("cuda") and not torch.cuda.is_available():
         raise ModelLoadError(f"--device {device} was asked for, but torch sees no CUDA device")
 
+    if is_local:
+        check_checkpoint(source)  # before the tokenizer, which reads config.json too
     report("loading tokenizer")
     tokenizer = load_tokenizer(source, trust_remote_code=trust_remote_code, local_only=local_only)
     reasoning_id, eos_ids = check_tokenizer(tokenizer, source)
 
     report(f"loading weights ({dtype_name}, {device or 'device_map=auto'})")
     try:
-        loaded = AutoModelForCausalLM.from_pretrained(
+        loaded = load_weights(
             source,
+            trust_remote_code=trust_remote_code,
+            local_only=local_only,
             dtype=dtype_name,
             device_map=device or "auto",
-            trust_remote_code=trust_remote_code,
-            local_files_only=local_only,
         )
     except torch.cuda.OutOfMemoryError:
         torch.cuda.empty_cache()
         raise ModelLoadError(f"out of GPU memory while loading {source}; try --dtype bfloat16") from None
-    except (OSError, ValueError, KeyError, RuntimeError) as err:
-        raise ModelLoadError(f"cannot load the model in {source}: {_first_line(err)}") from None
     loaded.eval()
 
     rows = loaded.get_input_embeddings().weight.shape[0]

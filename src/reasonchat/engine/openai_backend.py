@@ -1,4 +1,5 @@
-"""A model served elsewhere: an OpenAI-compatible ``/v1/completions`` server (vLLM, SGLang).
+"""A model served elsewhere: an OpenAI-compatible ``/v1/completions`` server (vLLM, SGLang, llama.cpp,
+LM Studio, Ollama, ``transformers serve``).
 
 reasonchat renders each stage's prompt with its own template and sends it raw. A chat endpoint would
 apply the server's template instead and lose the ``<|reasoning|>`` turn, so it is never used.
@@ -9,6 +10,10 @@ also shuts the socket down, which tells the server to stop generating.
 
 Token counts (the meter and the budget) come from a local copy of the served tokenizer when given,
 else from vLLM's ``/tokenize``, else from a length estimate (``counts_are_estimates``).
+
+Nothing the server sends is trusted to be bounded: the client ends a stage itself at its token budget
+and at the first stop string, caps the size of one event and of one stage's text, and gives up on a
+stream that sends bytes but no text for ``request_timeout`` (docs/scaling.md, "Limits").
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import functools
 import json
 import math
 import queue
+import re
 import socket
 import threading
 import time
@@ -31,6 +37,7 @@ from reasonchat.conversation import StageStats, StopReason
 from reasonchat.engine.protocol import GenerationError, StageRequest, cap_new_tokens
 from reasonchat.errors import UserError
 from reasonchat.template import END_OF_TEXT, IM_END, REASONING_TOKEN
+from reasonchat.unicode_text import valid_text
 
 Progress = Callable[[str], None]
 TokenCounter = Literal["tokenizer", "server", "estimate"]
@@ -45,6 +52,23 @@ CHARS_PER_TOKEN_ESTIMATE = 3.5
 # vLLM matches stop strings against text decoded without special tokens, where <|im_end|> never
 # appears: the strings serve servers that keep them, and ``stop_token_ids`` (when known) serve vLLM.
 STOP_STRINGS = (IM_END, END_OF_TEXT)
+# vLLM/SGLang extensions of the completions request. Servers that validate strictly (``transformers
+# serve``: 422 "Unexpected fields") reject them; since the client stops at the stop strings itself and
+# needs no usage event, a request whose 4xx names any of them is sent again once without those, and
+# the backend leaves them out from then on. Sampling options are not dropped: the user asked for them.
+DROPPABLE_FIELDS = ("skip_special_tokens", "include_stop_str_in_output", "stop_token_ids", "stream_options")
+
+# What a server may send (docs/scaling.md, "Limits"). A real event carries a token or a few (~300
+# bytes); 1 MiB is thousands of times that, and bounds what one line can make us buffer.
+MAX_EVENT_BYTES = 1 << 20
+# One stage's text: ~30 times what a 32k-token context holds, so only a server gone wrong reaches it;
+# it bounds the turn's memory and its row in the store (a 50 MB event once became a 159 MB database).
+MAX_STAGE_CHARS = 4_000_000
+# Without a tokenizer the budget is enforced on the text's length: real text runs 3-5 characters a
+# token, so an honest server always stops first, and a server that ignores max_tokens is cut by 2x-3x.
+MAX_CHARS_PER_TOKEN = 8
+# An error body is read only this far: it is quoted in one line.
+_ERROR_BODY_BYTES = 64 * 1024
 
 _FINISH_REASONS: dict[str, StopReason] = {"stop": "eos", "length": "max_new_tokens"}
 _RETRYABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError)
@@ -76,17 +100,47 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text) / CHARS_PER_TOKEN_ESTIMATE)
 
 
-def sse_data(lines: Iterable[str]) -> Iterator[str]:
-    """The ``data`` of each server-sent event; an event may span several ``data:`` lines."""
+class EventTooLarge(Exception):
+    """A server-sent line or event is over ``MAX_EVENT_BYTES``."""
+
+
+def sse_lines(chunks: Iterable[bytes], max_line_bytes: int) -> Iterator[str]:
+    """The lines of an event stream, however the bytes were chunked; a line longer than
+    ``max_line_bytes`` raises ``EventTooLarge`` before more of it is buffered. Invalid UTF-8 becomes
+    U+FFFD (the JSON parser would refuse it anyway)."""
+    buffer = bytearray()
+    for chunk in chunks:
+        scanned = len(buffer)  # the held part has no newline: look only at what is new
+        buffer += chunk
+        start = 0
+        while (end := buffer.find(b"\n", max(start, scanned))) >= 0:
+            if end - start > max_line_bytes + 1:
+                raise EventTooLarge
+            yield bytes(buffer[start:end]).removesuffix(b"\r").decode("utf-8", "replace")
+            start = end + 1
+        del buffer[:start]
+        if len(buffer) > max_line_bytes:
+            raise EventTooLarge
+    if buffer:
+        yield buffer.decode("utf-8", "replace")
+
+
+def sse_data(lines: Iterable[str], max_event_chars: int | None = None) -> Iterator[str]:
+    """The ``data`` of each server-sent event; an event may span several ``data:`` lines, together at
+    most ``max_event_chars`` (else ``EventTooLarge``)."""
     data: list[str] = []
+    size = 0
     for line in lines:
         if not line:
             if data:
                 yield "\n".join(data)
-                data = []
+                data, size = [], 0
         elif line.startswith("data:"):
             value = line[5:]
             data.append(value[1:] if value.startswith(" ") else value)
+            size += len(data[-1]) + 1
+            if max_event_chars is not None and size > max_event_chars:
+                raise EventTooLarge
         # Other fields (event:, id:, retry:) and comments (":" keep-alives) carry nothing we use.
     if data:
         yield "\n".join(data)
@@ -128,6 +182,7 @@ class OpenAIBackend:
         self._server_counts_paused_until = 0.0
         self._cancel: threading.Event | None = None
         self._current: _Exchange | None = None
+        self.rejected_fields: set[str] = set()  # DROPPABLE_FIELDS this server refused: never sent again
 
     # -- the Backend protocol ---------------------------------------------------------------------
 
@@ -141,16 +196,22 @@ class OpenAIBackend:
         return self._tokenizer is None and not self._server_counting()
 
     def count_tokens(self, text: str) -> int:
+        exact = self.exact_count(text)
+        return estimate_tokens(text) if exact is None else exact
+
+    def exact_count(self, text: str, special: bool = True) -> int | None:
+        """Tokens in ``text`` by the served model's tokenizer (here or on the server), with a BOS and
+        the like where a prompt gets them (``special``); None when only an estimate can be had."""
         if self._tokenizer is not None:
-            return len(self._tokenizer(text)["input_ids"])
+            return len(self._tokenizer(text, add_special_tokens=special)["input_ids"])
         if self._server_counting():
             try:
-                return self._server_counts(text)
+                return self._server_counts(text, special)
             except (httpx.HTTPError, LookupError):
                 # Estimate for a while rather than wait on a failing server at every count; the
                 # stage's own request reports the problem, and its usage corrects the count.
                 self._server_counts_paused_until = time.monotonic() + _COUNT_PAUSE_S
-        return estimate_tokens(text)
+        return None
 
     def stream(self, request: StageRequest) -> _CompletionStream:
         if self.served_model is None:
@@ -160,7 +221,7 @@ class OpenAIBackend:
             request.stage, prompt_tokens, request.context_limit, request.settings.max_new_tokens
         )
         self._cancel = request.cancel
-        stream = _CompletionStream(self, request, prompt_tokens, self._body(request, max_tokens))
+        stream = _CompletionStream(self, request, prompt_tokens, max_tokens, self._body(request, max_tokens))
         self._current = stream.exchange
         return stream
 
@@ -298,9 +359,9 @@ class OpenAIBackend:
     def _server_counting(self) -> bool:
         return self.token_counter == "server" and time.monotonic() >= self._server_counts_paused_until
 
-    def _count_on_server(self, text: str) -> int:
+    def _count_on_server(self, text: str, special: bool = True) -> int:
         """The server's count; raises (``httpx.HTTPError``, ``LookupError``) so no failure is cached."""
-        tokens = self._server_tokens(text)
+        tokens = self._server_tokens(text, special)
         if tokens is None:
             raise LookupError("the server did not count")
         return len(tokens)
@@ -329,12 +390,24 @@ class OpenAIBackend:
             "seed": settings.seed,
         }
         body.update({name: value for name, value in optional.items() if value is not None})
-        return body
+        return {name: value for name, value in body.items() if name not in self.rejected_fields}
 
     def _completions_request(self, body: dict[str, Any]) -> httpx.Request:
-        return self.client.build_request(
-            "POST", f"{self.base_url}/completions", json=body, headers={"Accept": "text/event-stream"}
-        )
+        # identity: a compressed body would let a few bytes on the wire become any size here.
+        headers = {"Accept": "text/event-stream", "Accept-Encoding": "identity"}
+        return self.client.build_request("POST", f"{self.base_url}/completions", json=body, headers=headers)
+
+    def _drop_rejected_fields(self, response: httpx.Response, body: dict[str, Any]) -> bool:
+        """Whether a 4xx names fields of ``DROPPABLE_FIELDS`` that ``body`` has: if so they are removed
+        from it and from every later request."""
+        if not 400 <= response.status_code < 500:
+            return False
+        text = response.text
+        named = {name for name in DROPPABLE_FIELDS if name in body and re.search(rf"\b{name}\b", text)}
+        self.rejected_fields |= named
+        for name in named:
+            del body[name]
+        return bool(named)
 
     def _retrying(
         self,
@@ -426,10 +499,13 @@ class _Exchange:
 
     def __init__(self, backend: OpenAIBackend, body: dict[str, Any]) -> None:
         self.backend = backend
-        self.body = body
+        self.body = dict(body)  # fields the server rejects are dropped from it
         self.items: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.aborted = threading.Event()
         self.text_seen = False
+        # When the event stream began: only then can a server keep it busy without text. Before, the
+        # client's own timeouts bound each attempt, and the retries are counted.
+        self.streaming_since: float | None = None
         self._lock = threading.Lock()
         self._response: httpx.Response | None = None
         self._thread = threading.Thread(target=self._run, name="reasonchat-http", daemon=True)
@@ -456,80 +532,125 @@ class _Exchange:
 
     def _attempt(self) -> None:
         backend = self.backend
-        response = backend.client.send(backend._completions_request(self.body), stream=True)
-        with self._lock:
-            self._response = response
-        try:
-            if self.aborted.is_set():
-                return
-            if response.status_code != 200:
-                response.read()
-                raise GenerationError(backend._status_message(response))
-            kind = response.headers.get("content-type", "")
-            if not kind.startswith("text/event-stream"):
-                answered = kind or "no content type"
-                raise GenerationError(f"the server answered with {answered}, not an event stream")
-            for data in sse_data(response.iter_lines()):
-                if data == "[DONE]":
-                    self.items.put(_End(clean=True))
-                    return
-                payload = json.loads(data)
-                self.text_seen = self.text_seen or bool(_choice(payload).get("text"))
-                self.items.put(payload)
-            self.items.put(_End(clean=False))
-        finally:
+        for resent in (False, True):
+            response = backend.client.send(backend._completions_request(self.body), stream=True)
             with self._lock:
-                self._response = None
-            response.close()
+                self._response = response
+            try:
+                if self.aborted.is_set():
+                    return
+                if response.status_code != 200:
+                    response = _read_capped(response, _ERROR_BODY_BYTES)
+                    if not resent and backend._drop_rejected_fields(response, self.body):
+                        continue  # once, without the extensions the server named
+                    raise GenerationError(backend._status_message(response))
+                kind = response.headers.get("content-type", "")
+                if not kind.startswith("text/event-stream"):
+                    answered = kind or "no content type"
+                    raise GenerationError(f"the server answered with {answered}, not an event stream")
+                self.streaming_since = time.monotonic()
+                lines = sse_lines(response.iter_raw(), MAX_EVENT_BYTES)
+                for data in sse_data(lines, MAX_EVENT_BYTES):
+                    if data == "[DONE]":
+                        self.items.put(_End(clean=True))
+                        return
+                    payload = json.loads(data)
+                    self.text_seen = self.text_seen or bool(_choice(payload).get("text"))
+                    self.items.put(payload)
+                self.items.put(_End(clean=False))
+                return
+            finally:
+                with self._lock:
+                    self._response = None
+                response.close()
 
 
 class _CompletionStream:
     """A ``StageStream`` over one ``_Exchange``."""
 
     def __init__(
-        self, backend: OpenAIBackend, request: StageRequest, prompt_tokens: int, body: dict[str, Any]
+        self,
+        backend: OpenAIBackend,
+        request: StageRequest,
+        prompt_tokens: int,
+        max_tokens: int,
+        body: dict[str, Any],
     ) -> None:
         self.backend = backend
         self.request = request
         self.stats = StageStats(prompt_tokens=prompt_tokens)
         self.exchange = _Exchange(backend, body)
         self.finish_reason: str | None = None
+        self._budget = _OutputBudget(backend, max_tokens)
+        self._stops = _StopMatcher(STOP_STRINGS)
         self._first: float | None = None
         self._last: float | None = None
+        self._text_at = 0.0  # when text last came: a stall is timed from it (or from the stream's start)
 
     def __iter__(self) -> Iterator[str]:
         started = time.perf_counter()
+        self._text_at = time.monotonic()
         self.exchange.start()
-        finished = False
+        server_ended = False
         try:
-            finished = yield from self._deltas(started)
+            server_ended = yield from self._deltas(started)
         finally:
-            if not finished:  # cancelled, failed, or the consumer left: drop the connection now
+            if not server_ended:  # cancelled, failed, cut here, or the consumer left: drop it now
                 self.exchange.abort()
 
     def _deltas(self, started: float) -> Generator[str, None, bool]:
-        """Yields the text; returns True when the server finished the stage, False on cancel."""
+        """Yields the text; returns True when the server ended the stream, False when it was cut
+        here (cancel, a stop string, the budget)."""
         stats = self.stats
         while (item := self._next()) is not _CANCELLED:
             if isinstance(item, _Failure):
+                yield from self._emit(self._stops.flush(), started)  # held back, but it did arrive
                 if self.request.cancel.is_set():
                     break  # the read failed because cancel shut the socket down
                 raise self._error(item.error) from item.error
             if isinstance(item, _End):
-                self._end(item)
+                if (yield from self._emit(self._stops.flush(), started)):
+                    self._end(item)
                 return True
-            text = self._take(item)
-            if not text:
-                continue
-            self._last = time.perf_counter()
-            if self._first is None:
-                self._first = self._last
-                stats.ttft_s = self._first - started
-            stats.new_tokens += 1  # one token per event; the final usage replaces this with the exact count
-            yield text
+            raw = self._take(item)
+            if raw:
+                self._text_at = time.monotonic()
+            elif self._stalled():
+                # Bytes keep coming (keep-alives, empty events) but no text: a stall all the same.
+                raise self._error(httpx.ReadTimeout("no text"))
+            text, stopped = self._stops.feed(raw)
+            if not (yield from self._emit(text, started)):
+                return False
+            if stopped:  # a server that does not stop at our stop strings
+                stats.stop_reason = "eos"
+                self._set_decode_time()
+                return False
         stats.stop_reason = "cancelled"
         self._set_decode_time()
         return False
+
+    def _emit(self, text: str, started: float) -> Generator[str, None, bool]:
+        """Yields what of ``text`` fits the budget; False when the budget ended the stage."""
+        if not text:
+            return True
+        kept, within = self._budget.take(text)
+        if kept:
+            if self._budget.chars > MAX_STAGE_CHARS:
+                raise GenerationError(
+                    f"the server sent more than {MAX_STAGE_CHARS:,} characters for the {self.request.stage}, "
+                    f"after {self._progress()}; the partial text is kept"
+                )
+            self._last = time.perf_counter()
+            if self._first is None:
+                self._first = self._last
+                self.stats.ttft_s = self._first - started
+            # The client's own count; the server's final usage, when it comes, replaces it.
+            self.stats.new_tokens = self._budget.tokens
+            yield kept
+        if not within:
+            self.stats.stop_reason = "max_new_tokens"
+            self._set_decode_time()
+        return within
 
     def _next(self) -> Any:
         # Never block without a timeout: a cancel must be seen even while the server is silent.
@@ -537,8 +658,14 @@ class _CompletionStream:
             try:
                 return self.exchange.items.get(timeout=_POLL_S)
             except queue.Empty:
-                continue
+                if self._stalled():  # the reader's own timeout sees silence, not keep-alives
+                    return _Failure(httpx.ReadTimeout("no text"))
         return _CANCELLED
+
+    def _stalled(self) -> bool:
+        if (streaming := self.exchange.streaming_since) is None:
+            return False
+        return time.monotonic() - max(self._text_at, streaming) > self.backend.request_timeout
 
     def _take(self, payload: Any) -> str:
         """Apply one event's usage and finish reason; its text."""
@@ -599,7 +726,7 @@ class _CompletionStream:
         if isinstance(error, httpx.ReadTimeout):
             if tokens:
                 return GenerationError(
-                    f"the server sent nothing for {backend.request_timeout:g} s after {tokens} tokens "
+                    f"the server sent no text for {backend.request_timeout:g} s after {tokens} tokens "
                     "(--request-timeout); the partial text is kept"
                 )
             return GenerationError(
@@ -615,10 +742,127 @@ class _CompletionStream:
                 f"the server at {backend.base_url} closed the connection without answering "
                 f"({_reason(error)}) after {backend.retries + 1} attempts"
             )
+        if isinstance(error, EventTooLarge):
+            return GenerationError(
+                f"the server sent an event larger than {MAX_EVENT_BYTES // 2**20} MiB after {tokens} tokens; "
+                "the partial text is kept"
+            )
         if isinstance(error, ValueError):  # json.JSONDecodeError
             return GenerationError(f"the server sent an event that is not JSON: {_reason(error)}")
         what = f"{type(error).__name__}: {_reason(error)}"
         return GenerationError(f"the request to {backend.base_url} failed: {what}")
+
+
+class _OutputBudget:
+    """The client's own count of a stage's new tokens, so that a server ignoring ``max_tokens`` is
+    stopped at the budget all the same.
+
+    Two lower bounds of what the server generated: the events with text (each is at least one token),
+    and the text counted by the model's tokenizer (re-encoding decoded text merges what it can, so it
+    gives at most the tokens that made it, bar rare cases of one). Counting the whole text at every event would cost O(n²),
+    but a token is at least one UTF-8 byte of text, so after a count the text may grow by the
+    budget's remaining tokens in bytes before it could be over: only then is it counted again, a few
+    handful of times in a stage that runs to its budget. Without a tokenizer, the text may reach
+    ``MAX_CHARS_PER_TOKEN`` characters a token."""
+
+    def __init__(self, backend: OpenAIBackend, max_tokens: int) -> None:
+        self.backend = backend
+        self.max_tokens = max_tokens
+        self.parts: list[str] = []
+        self.chars = 0
+        self.events = 0
+        self.counted = 0  # the tokenizer's count of the text at its last count
+        self.unchecked_bytes = 0  # bytes of text since then
+
+    @property
+    def tokens(self) -> int:
+        return max(self.events, self.counted)
+
+    def take(self, delta: str) -> tuple[str, bool]:
+        """The part of ``delta`` that fits, and whether all of it did (False: the budget is spent)."""
+        if self.events >= self.max_tokens:
+            return "", False
+        added = len(delta.encode("utf-8", "surrogatepass"))
+        if self.counted + self.unchecked_bytes + added <= self.max_tokens:
+            self._keep(delta, added)
+            return delta, True
+        if self.backend.counts_are_estimates or (whole := self._count(delta)) is None:
+            kept = delta[: max(0, self.max_tokens * MAX_CHARS_PER_TOKEN - self.chars)]
+            self._keep(kept, added)  # past the byte bound for good: every later event comes here
+            return kept, len(kept) == len(delta)
+        if whole <= self.max_tokens:
+            self._keep(delta, 0)
+            self.counted, self.unchecked_bytes = whole, 0
+            return delta, True
+        # Over: keep the longest prefix that fits (a binary search, a few counts of a rare case).
+        fits, over, fits_count = 0, len(delta), self.counted
+        while over - fits > 1:
+            middle = (fits + over) // 2
+            count = self._count(delta[:middle])
+            if count is not None and count <= self.max_tokens:
+                fits, fits_count = middle, count
+            else:
+                over = middle
+        self._keep(delta[:fits], 0)
+        self.counted, self.unchecked_bytes = fits_count, 0
+        return delta[:fits], False
+
+    def _keep(self, text: str, unchecked_bytes: int) -> None:
+        if text:
+            self.parts.append(text)
+            self.chars += len(text)
+            self.events += 1
+            self.unchecked_bytes += unchecked_bytes
+
+    def _count(self, delta: str) -> int | None:
+        # Made valid for the tokenizer's sake only: the turn runner makes the kept text valid itself.
+        # Generated text, not a prompt: no BOS.
+        return self.backend.exact_count(valid_text("".join(self.parts) + delta), special=False)
+
+
+class _StopMatcher:
+    """Ends a stage's text at the first stop string, for servers that leave the stops to us or send
+    special tokens as text; holds back a tail that may be the start of one."""
+
+    def __init__(self, stops: Iterable[str]) -> None:
+        self.stops = tuple(stops)
+        self.held = ""
+
+    def feed(self, delta: str) -> tuple[str, bool]:
+        """What can be shown now, and whether a stop string ended the text."""
+        if not delta:
+            return "", False
+        text, self.held = self.held + delta, ""
+        hits = [at for stop in self.stops if (at := text.find(stop)) >= 0]
+        if hits:
+            return text[: min(hits)], True
+        partial = max(
+            (n for stop in self.stops for n in range(1, len(stop)) if text.endswith(stop[:n])), default=0
+        )
+        self.held = text[len(text) - partial :]
+        return text[: len(text) - partial], False
+
+    def flush(self) -> str:
+        held, self.held = self.held, ""
+        return held
+
+
+def _read_capped(response: httpx.Response, limit: int) -> httpx.Response:
+    """``response`` (not yet read) with at most ``limit`` bytes of its body read: it is quoted, not
+    processed, and a server must not make us buffer an endless error page."""
+    body = bytearray()
+    for chunk in response.iter_raw():
+        body += chunk
+        if len(body) >= limit:
+            break
+    response.close()
+    kind = response.headers.get("content-type", "")
+    return httpx.Response(
+        response.status_code,
+        headers={"content-type": kind},
+        content=bytes(body[:limit]),
+        request=response.request,
+    )
 
 
 def _choice(payload: Any) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from reasonchat.engine.protocol import (
 from reasonchat.errors import ReasonchatError
 from reasonchat.settings import GenerationSettings
 from reasonchat.template import DEFAULT_CONTEXT_LIMIT
+from reasonchat.unicode_text import StreamValidator, valid_text
 
 
 @dataclass(frozen=True)
@@ -133,22 +134,40 @@ class TurnRunner:
         stats = stream.stats
         self._set(turn, stage, text, stats)
         emit(StageStarted(index, stage, stats.prompt_tokens, stats.cached_tokens, self.context_limit))
+        # Every backend's text passes here: made valid once, so saving and printing it cannot fail.
+        valid = StreamValidator()
         try:
             for delta in stream:
-                text += delta
-                elapsed = time.perf_counter() - started
-                stats.chunks.append((round(elapsed, 4), len(text)))
-                self._set(turn, stage, text, stats)
-                emit(TextChunk(index, stage, delta, stats.new_tokens, elapsed))
+                text = self._add(turn, index, stage, text, valid.feed(delta), stats, started, emit)
         except ReasonchatError as err:
             stats.stop_reason = "error"
-            stats.error = str(err)
+            stats.error = valid_text(str(err))  # it may quote the server
         except Exception as err:  # a backend bug must not lose the partial turn
             stats.stop_reason = "error"
-            stats.error = f"{type(err).__name__}: {err}"
+            stats.error = valid_text(f"{type(err).__name__}: {err}")
+        if held := valid.flush():
+            text = self._add(turn, index, stage, text, held, stats, started, emit)
         if stats.stop_reason is None:
             stats.stop_reason = "cancelled" if self._cancel.is_set() else "eos"
         return self._finish(turn, index, stage, text, stats, emit)
+
+    def _add(
+        self,
+        turn: Turn,
+        index: int,
+        stage: Stage,
+        text: str,
+        delta: str,
+        stats: StageStats,
+        started: float,
+        emit: Callable[[TurnEvent], None],
+    ) -> str:
+        text += delta
+        elapsed = time.perf_counter() - started
+        stats.chunks.append((round(elapsed, 4), len(text)))
+        self._set(turn, stage, text, stats)
+        emit(TextChunk(index, stage, delta, stats.new_tokens, elapsed))
+        return text
 
     def _finish(
         self,

@@ -388,7 +388,7 @@ def check_tokenizer_roundtrip(trained: Any, saved_dir: Path, texts: list[str]) -
     """``AutoTokenizer.from_pretrained(saved_dir)`` must encode exactly as the tokenizer we trained."""
     from transformers import AutoTokenizer
 
-    loaded = AutoTokenizer.from_pretrained(saved_dir, local_files_only=True)
+    loaded = AutoTokenizer.from_pretrained(saved_dir, local_files_only=True, trust_remote_code=False)
     for text in texts:
         if trained(text)["input_ids"] != loaded(text)["input_ids"]:
             raise RuntimeError(f"the saved tokenizer encodes {text[:60]!r} differently than trained")
@@ -700,6 +700,7 @@ def evaluate_demo_model(
     max_new_tokens: int = 200,
     backend: Any = None,
     on_dialog: Callable[[int, int], None] | None = None,
+    trust_remote_code: bool = False,
 ) -> EvalReport:
     """Every dialog through the engine's real two-stage inference (``TurnRunner``), turn after turn;
     each turn sees the model's own earlier turns. Then ``off_task`` single greetings/off-task inputs."""
@@ -709,7 +710,9 @@ def evaluate_demo_model(
     if backend is None:
         from reasonchat.engine.transformers_backend import load_backend
 
-        backend = load_backend(str(model_dir), device="cpu", threads=threads)
+        backend = load_backend(
+            str(model_dir), device="cpu", threads=threads, trust_remote_code=trust_remote_code
+        )
     runner = TurnRunner(backend, GenerationSettings(max_new_tokens=max_new_tokens))
     rows = {f"turn {i + 1}": TurnScore() for i in range(turns)}
     started = time.perf_counter()

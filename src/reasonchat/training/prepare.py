@@ -125,25 +125,27 @@ def load_base(base: str, *, gguf_file: str | None = None, trust_remote_code: boo
               log: Log = print) -> tuple[Any, Any]:  # fmt: skip
     """Model and tokenizer of ``base`` (a directory or hub id), with one-line errors."""
     source, is_local = _validate_base(base, gguf_file)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
-    if is_local or os.environ.get("HF_HUB_OFFLINE") == "1":
-        kwargs["local_files_only"] = True
-    if gguf_file:
-        kwargs["gguf_file"] = gguf_file
+    from reasonchat.engine.loading import check_checkpoint, load_weights, remote_code_refused
+
+    if is_local and not gguf_file:
+        check_checkpoint(source)  # before the tokenizer, which reads config.json too
+    local_only = is_local or os.environ.get("HF_HUB_OFFLINE") == "1"
+    kwargs: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
     log(f"loading tokenizer from {source}")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise UserError(f"no usable tokenizer in {source}: {_first_line(err)}") from None
+        tokenizer = AutoTokenizer.from_pretrained(
+            source, trust_remote_code=trust_remote_code, local_files_only=local_only, **kwargs
+        )
+    except Exception as err:  # tokenizers' own errors are plain Exceptions
+        raise remote_code_refused(err, source) or UserError(
+            f"no usable tokenizer in {source}: {_first_line(err)}"
+        ) from None
     log(f"loading model from {source}" + (f" ({gguf_file})" if gguf_file else ""))
-    try:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype="auto", **kwargs)
-    except ImportError as err:
-        raise UserError(f"cannot load {source}: {_first_line(err)}") from None
-    except (OSError, ValueError, KeyError, RuntimeError) as err:
-        raise UserError(f"cannot load the model in {source}: {_first_line(err)}") from None
+    model = load_weights(
+        source, trust_remote_code=trust_remote_code, local_only=local_only, dtype="auto", **kwargs
+    )
     if gguf_file:
         model = _saveable_copy(model)
     return model, tokenizer

@@ -23,12 +23,12 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Self
 
 from reasonchat.errors import UserError
-from reasonchat.settings import DTYPE_SPELLINGS, DTYPES, out_of_bounds
+from reasonchat.settings import BOUNDS, DTYPE_SPELLINGS, DTYPES, check_flag
 from reasonchat.training.data import Example, JsonlDataset, batches, collate
 from reasonchat.training.prepare import check_output_dir, save_tokenizer
 
@@ -66,6 +66,7 @@ class TrainConfig:
     group_by_length: int = 32
     threads: int | None = None
     device: str | None = None  # None: cuda if available, else cpu
+    trust_remote_code: bool = False  # run the checkpoint's own Python (auto_map), if it has any
     save_dtype: str = "auto"  # the final model's dtype; auto: the dtype the base was stored in
     resume: bool = False
     overwrite: bool = False
@@ -175,17 +176,10 @@ class Trainer:
 
     def _check(self) -> None:
         c = self.config
-        for name in ("batch_size", "grad_accum", "log_every", "eval_every", "save_every"):
-            if getattr(c, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 1")
-        if c.max_steps is not None and c.max_steps < 1:
-            raise UserError("--max-steps must be at least 1")
-        if c.max_steps is None and c.epochs <= 0:
-            raise UserError("--epochs must be positive")
-        if c.lr <= 0:
-            raise UserError("--lr must be positive")
-        if c.threads is not None and (problem := out_of_bounds("threads", c.threads)):
-            raise UserError(f"--threads {problem}")
+        for name in (f.name for f in fields(c)):
+            # --epochs means nothing once --max-steps is given
+            if name in BOUNDS and not (name == "epochs" and c.max_steps is not None):
+                check_flag(name, getattr(c, name))
         if c.save_dtype not in DTYPE_SPELLINGS:
             raise UserError(f"unknown --save-dtype {c.save_dtype!r} (choose from {', '.join(DTYPES)})")
         if c.resume:
@@ -204,18 +198,16 @@ class Trainer:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     def _load(self, source: Path | str) -> tuple[Any, Any]:
-        from transformers import AutoModelForCausalLM
-
-        from reasonchat.engine.loading import check_tokenizer, load_tokenizer
+        from reasonchat.engine.loading import check_checkpoint, check_tokenizer, load_tokenizer, load_weights
         from reasonchat.training.prepare import _validate_base
 
-        text, _ = _validate_base(os.fspath(source), None)
-        tokenizer = load_tokenizer(text)
+        text, is_local = _validate_base(os.fspath(source), None)
+        if is_local:
+            check_checkpoint(text)
+        trust = self.config.trust_remote_code
+        tokenizer = load_tokenizer(text, trust_remote_code=trust)
         check_tokenizer(tokenizer, text)  # ChatML tokens and <|reasoning|>: run prepare-model first
-        try:
-            model = AutoModelForCausalLM.from_pretrained(text, dtype="float32", local_files_only=True)
-        except (OSError, ValueError, KeyError, RuntimeError) as err:
-            raise UserError(f"cannot load the model in {text}: {str(err).splitlines()[0]}") from None
+        model = load_weights(text, trust_remote_code=trust, local_only=True, dtype="float32")
         rows = model.get_input_embeddings().weight.shape[0]
         if len(tokenizer) > rows:
             raise UserError(

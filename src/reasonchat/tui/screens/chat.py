@@ -23,8 +23,9 @@ from textual.widgets import Footer, TextArea
 from reasonchat.conversation import Conversation, Stage, Turn
 from reasonchat.engine.protocol import Backend, ContextOverflow, GenerationSettings
 from reasonchat.engine.turn import StageStarted
-from reasonchat.sanitize import sanitize
-from reasonchat.session import ChatSession
+from reasonchat.errors import StoreError, UserError
+from reasonchat.sanitize import for_screen, sanitize
+from reasonchat.session import ChatSession, placed_after_notice
 from reasonchat.tui import worker
 from reasonchat.budget import ContextUsage, drop_oldest_turns, generation_reserve
 from reasonchat.tui.dialogs.error import ErrorDialog
@@ -47,6 +48,7 @@ from reasonchat.tui.widgets.transcript import Transcript
 from reasonchat.tui.widgets.turn_view import TurnView
 
 BUSY_HINT = "Still working on the last message: wait for it, or press Esc to cancel it."
+CHANGED_ELSEWHERE = "Another reasonchat changed this conversation: showing it as saved now."
 # Counting the next prompt tokenizes the whole history: wait for a pause in typing.
 COUNT_DELAY_S = 0.15
 # How long quitting waits for a cancelled generation to stop and save its partial turn.
@@ -203,6 +205,8 @@ class ChatScreen(Screen[None]):
         if self.busy:
             self.notify(BUSY_HINT, severity="warning")
             return
+        # The message then goes after the turns another process added, in the prompt and the store.
+        await self._reload_if_changed()
         counted = self.meter.next_prompt
         if counted is not None and counted >= self.context_limit and text == self.composer.text:
             # Checked before anything runs or moves: a huge paste goes straight to the dialog.
@@ -299,6 +303,29 @@ class ChatScreen(Screen[None]):
             self._show_error("Something went wrong", ended.error, "Your message is kept: ctrl+r retries.")
         elif turn is not None:
             self._report_stops(turn)
+        # Not under the overflow dialog: its choices act on the last turn as it was generated.
+        if ended.overflow is None and self.session is not None and self.session.placed_after:
+            notice = placed_after_notice(self.session.placed_after)
+            notice = notice[0].upper() + notice[1:] + "."
+            if not await self._reload_if_changed(notice):
+                self.notify(notice, markup=False)
+
+    async def _reload_if_changed(self, notice: str = CHANGED_ELSEWHERE) -> bool:
+        """Show the stored conversation if another process changed its turns since this screen last
+        read or wrote them (their revisions differ), so nothing is shown or sent from a stale copy."""
+        if self.store is None:
+            return False
+        try:
+            stored = self.store.revision(self.conversation.id)
+            if stored is None or stored == self.conversation.revision:
+                return False
+            fresh = self.store.get(self.conversation.id)
+        except (StoreError, UserError):
+            # Unreadable or deleted just now: the autosave still never overwrites another's turn.
+            return False
+        await self._switch_to(fresh)
+        self.notify(notice, markup=False)
+        return True
 
     def _report_stops(self, turn: Turn) -> None:
         for stats in (turn.reasoning_stats, turn.answer_stats):
@@ -459,6 +486,8 @@ class ChatScreen(Screen[None]):
             self.notify("The model is still loading.", severity="warning")
         elif not self.conversation.turns:
             self.notify("Nothing to regenerate yet: send a message first.")
+        elif await self._reload_if_changed(CHANGED_ELSEWHERE + " ctrl+r regenerates its last turn."):
+            pass  # the last turn may now be another one: regenerate only what is on the screen
         else:
             await self.turn_view.start(self.conversation.turns[-1].user, self.conversation.turns[-1])
             self.meter.usage = ContextUsage(self.context_limit)
@@ -497,7 +526,7 @@ class ChatScreen(Screen[None]):
         if outcome.action == "open" and outcome.conversation is not None:
             if outcome.conversation.id != current.id or current.id in outcome.deleted:
                 await self._switch_to(outcome.conversation)
-                self.notify(f"Continuing {sanitize(outcome.conversation.title)!r}.", markup=False)
+                self.notify(f"Continuing {for_screen(outcome.conversation.title)!r}.", markup=False)
         elif current.id in outcome.deleted:
             await self._switch_to(self._fresh_conversation())
             self.notify("The open conversation was deleted: this is a new one.")

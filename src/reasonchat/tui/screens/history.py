@@ -23,7 +23,7 @@ from textual.widgets import DataTable, Footer, Input, Static
 from reasonchat import demo_model
 from reasonchat.conversation import Conversation, local_time
 from reasonchat.errors import ReasonchatError
-from reasonchat.sanitize import sanitize
+from reasonchat.sanitize import for_screen, sanitize
 from reasonchat.store import ConversationSummary, Store
 from reasonchat.tui.dialogs.confirm import ConfirmDialog
 from reasonchat.tui.dialogs.export import ExportDialog
@@ -54,7 +54,7 @@ class SearchResults(Message):
 
 
 def _one_line(text: str) -> str:
-    return " ".join(sanitize(text).split())
+    return " ".join(for_screen(text).split())
 
 
 class HistoryScreen(Screen[HistoryOutcome]):

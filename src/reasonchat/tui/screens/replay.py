@@ -28,7 +28,7 @@ from reasonchat.replay import (
     speed_label,
     turn_events,
 )
-from reasonchat.sanitize import sanitize
+from reasonchat.sanitize import for_screen, sanitize
 from reasonchat.tui.widgets.transcript import Transcript
 from reasonchat.tui.widgets.turn_view import TurnView
 
@@ -271,6 +271,6 @@ class ReplayScreen(Screen[None]):
             where = f" · {clock_text(position if self.total_s is None else min(position, self.total_s))}"
             if self.total_s is not None:
                 where += f" of {clock_text(self.total_s)}"
-        title = " ".join(sanitize(self.conversation.title).split()) or "(untitled)"
-        source = " ".join(sanitize(self.source).split())  # a file's name is anybody's text too
+        title = " ".join(for_screen(self.conversation.title).split()) or "(untitled)"
+        source = " ".join(for_screen(self.source).split())  # a file's name is anybody's text too
         status.update(f"{state} · turn {turn}/{total}{speed}{where} · {title} · {source}")

@@ -27,13 +27,13 @@ from textual.widgets.markdown import MarkdownBlock
 
 from reasonchat.conversation import Stage, StageStats
 from reasonchat.line_breaks import markdown_parser
-from reasonchat.sanitize import StreamSanitizer, sanitize
+from reasonchat.sanitize import ScreenStream, for_screen
 from reasonchat.tui.widgets.model_markdown import ModelMarkdown
 
-# Characters per append: about 20 blocks of ordinary Markdown, a few tens of milliseconds to mount.
-MAX_APPEND = 1_200
+# Characters per append: about ten blocks of ordinary Markdown, a frame's worth of mounting.
+MAX_APPEND = 600
 # Pane heights of blocks kept displayed above the view; what lies further up is hidden.
-KEEP_ABOVE = 2
+KEEP_ABOVE = 1
 
 _STOPS = {
     "cancelled": "cancelled",
@@ -124,7 +124,7 @@ class StagePane(Vertical):
         self.stage = stage
         self.border_title = title
         self._feed: _Feed | None = None
-        self._sanitizer = StreamSanitizer()
+        self._screen_text = ScreenStream()
         self._follow = False  # streaming: anchor once the text overflows
         # Hidden blocks, oldest first, each with the spacer height that shows it again.
         self._hidden: list[tuple[MarkdownBlock, int]] = []
@@ -158,6 +158,11 @@ class StagePane(Vertical):
     def streaming(self) -> bool:
         return self._feed is not None
 
+    @property
+    def hidden_blocks(self) -> int:
+        """Blocks hidden behind the spacer (far above the view)."""
+        return len(self._hidden)
+
     # --- the stage's life ----------------------------------------------------------------------
 
     async def begin(self) -> None:
@@ -167,18 +172,18 @@ class StagePane(Vertical):
         self._feed = _Feed(self)
 
     def write(self, text: str) -> None:
-        """Model text as it streams (sanitized here, across chunk boundaries)."""
+        """Model text as it streams (made safe and visible here, across chunk boundaries)."""
         if self._feed is not None:
-            safe = self._sanitizer.feed(text)
+            safe = self._screen_text.feed(text)
             if safe:
                 self._feed.write(safe)
 
     async def finish(self, text: str, stats: StageStats | None) -> None:
         """The stage's whole text (as the model gave it): what the pane shows from now on equals a
         full render of it."""
-        final = sanitize(text)
+        final = for_screen(text)
         if self._feed is not None:
-            rest = self._sanitizer.flush()
+            rest = self._screen_text.flush()
             if rest:
                 self._feed.write(rest)
             await self._feed.drain()
@@ -191,13 +196,13 @@ class StagePane(Vertical):
     async def show(self, text: str, stats: StageStats | None) -> None:
         """A stage that is not streaming (a saved turn): shown from the top."""
         await self.clear()
-        await self.markdown.update(sanitize(text))
+        await self.markdown.update(for_screen(text))
         self.border_subtitle = stats_line(stats)
 
     async def clear(self) -> None:
         await self._close_feed()
         self._follow = False
-        self._sanitizer = StreamSanitizer()
+        self._screen_text = ScreenStream()
         self.scroll.anchor(False)
         self.scroll.scroll_home(animate=False)
         await self._render_whole("")
@@ -221,11 +226,14 @@ class StagePane(Vertical):
         if env.get("references"):
             return False
         block_types = self.markdown.BLOCKS
-        expected = [
-            (block_types.get(token.type), tuple(token.map))
-            for token in tokens
-            if token.level == 0 and token.map is not None and token.nesting >= 0
-        ]
+        expected = []
+        for token in tokens:
+            if token.level == 0 and token.map is not None and token.nesting >= 0:
+                # As Markdown._parse_markdown picks them: headings by tag; tokens it does not
+                # render (raw HTML) have no block, streamed or not.
+                block_type = block_types.get(token.tag if token.type == "heading_open" else token.type)
+                if block_type is not None:
+                    expected.append((block_type, tuple(token.map)))
         shown = [(type(block), tuple(block.source_range)) for block in self.markdown.blocks()]
         return shown == expected
 

@@ -14,7 +14,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Static
 
 from reasonchat.conversation import Turn
-from reasonchat.sanitize import sanitize
+from reasonchat.sanitize import for_screen
 from reasonchat.tui.widgets.model_markdown import ModelMarkdown
 from reasonchat.tui.widgets.stage_pane import stats_line
 
@@ -41,7 +41,7 @@ class ReasoningFold(Static, can_focus=True):
     async def action_toggle(self) -> None:
         self.unfolded = not self.unfolded
         if self._markdown is None:
-            self._markdown = ModelMarkdown(sanitize(self.turn.reasoning or ""), classes="transcript-reasoning")
+            self._markdown = ModelMarkdown(for_screen(self.turn.reasoning or ""), classes="transcript-reasoning")
             await self.parent.mount(self._markdown, after=self)
         self._markdown.display = self.unfolded
         self._show_label()
@@ -57,11 +57,11 @@ class TranscriptTurn(Vertical):
 
     def compose(self):
         turn = self.turn
-        yield Static(f"› {sanitize(turn.user)}", markup=False, classes="user-message")
+        yield Static(f"› {for_screen(turn.user)}", markup=False, classes="user-message")
         if turn.reasoning is not None:
             yield ReasoningFold(turn)
         if turn.answer is not None:
-            yield ModelMarkdown(sanitize(turn.answer), classes="transcript-answer")
+            yield ModelMarkdown(for_screen(turn.answer), classes="transcript-answer")
 
 
 class EarlierTurns(Static, can_focus=True):

@@ -9,7 +9,7 @@ from textual.widgets import Static
 
 from reasonchat.conversation import Stage, Turn
 from reasonchat.engine.turn import StageStarted, TextChunk, TurnEvent
-from reasonchat.sanitize import sanitize
+from reasonchat.sanitize import for_screen
 from reasonchat.tui.widgets.stage_pane import StagePane
 from reasonchat.tui.widgets.thinking import ThinkingIndicator
 
@@ -53,7 +53,7 @@ class TurnView(Vertical):
         """Show ``text`` as the question of a turn about to run; ``turn`` once it exists."""
         self.turn = turn
         self.remove_class("-empty")
-        self.query_one("#question", Static).update(f"› {sanitize(text)}")
+        self.query_one("#question", Static).update(f"› {for_screen(text)}")
         for stage in ("reasoning", "answer"):
             await self.pane(stage).clear()
 
