@@ -19,7 +19,7 @@ def test_bench_json_reports_history_decode_and_targets(
 ) -> None:
     code = main(
         ["bench", "--model", str(stopping_model_dir), "--history-tokens", "200",
-         "--decode-tokens", "16", "--stage-tokens", "8", "--json"]
+         "--decode-tokens", "16", "--stage-tokens", "8", "--steering-tokens", "60", "--json"]
     )  # fmt: skip
     assert code == 0
     data = json.loads(capsys.readouterr().out)
@@ -33,7 +33,15 @@ def test_bench_json_reports_history_decode_and_targets(
     assert data["decode"]["bare_tokens_per_s"] > 0 and data["decode"]["engine_tokens_per_s"] > 0
     assert {t["name"].split(" at ")[0] for t in data["targets"]} == {
         "stage-2 TTFT engine/naive", "stage-2 prompt served from cache", "streaming decode / bare generate",
+        "re-answer prefill share of the answer prompt", "think-more prompt tokens prefilled",
     }  # fmt: skip
+    (steering,) = data["steering"]
+    assert (steering["history_tokens"], steering["reasoning_tokens"]) == (200, 60)
+    # Re-answering an edited last line prefills from that line on; thinking more, next to nothing.
+    assert 0 < steering["reanswer_prefilled_fraction"] < 0.3
+    assert 1 <= steering["think_more_prefilled_tokens"] <= 2
+    for key in ("reanswer_ttft_s", "cold_reanswer_ttft_s", "think_more_ttft_s", "cold_think_more_ttft_s"):
+        assert steering[key] > 0
 
 
 def test_bench_refuses_no_cache_reuse(capsys: pytest.CaptureFixture[str], stopping_model_dir: Path) -> None:

@@ -130,7 +130,7 @@ def test_answer_stage_overflow_keeps_the_reasoning(
     assert main(["ask", "--model", str(stopping_model_dir), "--context-limit", "62", "--json", "hi"]) == 2
     captured = capsys.readouterr()
     data = json.loads(captured.out)
-    assert data["stages"]["reasoning"]["stop_reason"] == "max_new_tokens"
+    assert data["stages"]["reasoning"]["stop_reason"] == "budget"
     assert data["stages"]["answer"]["stop_reason"] == "error"
     assert "leaves no room" in captured.err
     with Store.open() as store:
@@ -189,11 +189,11 @@ def test_a_sequence_split_across_streamed_chunks_never_reaches_stdout(
 def test_on_a_tty_only_our_own_styling_reaches_the_terminal() -> None:
     from rich.console import Console
 
-    from reasonchat.cli.ask_command import _Output
+    from reasonchat.cli.ask_command import Output
     from reasonchat.conversation import StageStats
     from reasonchat.engine.turn import StageFinished, TextChunk
 
-    out = _Output(json_mode=False)
+    out = Output(json_mode=False)
     out.tty = True
     out.console = Console(file=io.StringIO(), force_terminal=True, color_system="standard", soft_wrap=True)
     out.err = Console(file=io.StringIO(), force_terminal=True)

@@ -324,7 +324,7 @@ def test_stage_prompt_does_not_change_the_conversation() -> None:
 
 def test_stages_constant() -> None:
     assert STAGES == ("reasoning", "answer")
-    assert set(STOP_REASONS) == {"eos", "max_new_tokens", "cancelled", "error"}
+    assert set(STOP_REASONS) == {"eos", "budget", "answer_now", "cancelled", "error", "max_new_tokens"}
 
 
 # --- Title -------------------------------------------------------------------------------------------

@@ -229,7 +229,7 @@ def test_both_stages_with_real_qwen_tokenizer_send_the_intended_prompts(
     assert reasoning is not None and answer is not None
     # A random model never stops on its own: both stages end on the cap, exactly.
     for stats in (turn.reasoning_stats, turn.answer_stats):
-        assert stats.stop_reason == "max_new_tokens"
+        assert stats.stop_reason == "budget"
         assert stats.new_tokens == 6
         assert stats.ttft_s is not None and stats.ttft_s > 0
     stage1 = (

@@ -131,7 +131,8 @@ def test_chat_refuses_a_checkpoints_code(hostile: tuple[Path, Path], monkeypatch
 
 
 def _run_cli(args: list[str], tmp_path: Path, stdin: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, HF_MODULES_CACHE=str(tmp_path / "hf-modules"), PYTHONPATH=os.getcwd())
+    # Where transformers copies a trusted checkpoint's code to import it: not the user's cache.
+    env = dict(os.environ, HF_MODULES_CACHE=str(tmp_path / "hf-modules"))
     return subprocess.run(
         [sys.executable, "-m", "reasonchat", *args],
         input=stdin, capture_output=True, text=True, env=env, timeout=300,
@@ -334,9 +335,23 @@ def test_config_file_and_environment_refuse_non_finite_values(key: str, value: s
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf"), -0.5])
 def test_generation_settings_refuse_non_finite_temperature(value: float) -> None:
-    # The settings dialog builds its GenerationSettings this way ("1e999" in its number field is inf).
     with pytest.raises(UserError, match="temperature must be"):
         GenerationSettings(temperature=value)
+
+
+async def test_the_settings_dialog_refuses_an_infinite_temperature() -> None:
+    from reasonchat.tui.dialogs.settings import SettingsDialog
+    from tests.tui.helpers import SMALL, make_app, wait_ready
+
+    app = make_app()
+    async with app.run_test(size=SMALL) as pilot:
+        await wait_ready(pilot)
+        await pilot.press("ctrl+g")
+        assert isinstance(app.screen, SettingsDialog)
+        app.screen.query_one("#temperature").value = "1e999"  # its number field takes it: float() is inf
+        await pilot.press("enter")
+        assert isinstance(app.screen, SettingsDialog)  # refused, with the reason shown
+        assert "temperature must be a finite number" in str(app.screen.query_one("#settings-error").render())
 
 
 @pytest.mark.parametrize(

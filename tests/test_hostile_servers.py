@@ -84,9 +84,9 @@ SCENARIOS = {
     "endless stream": Scenario(
         {"ignore_max_tokens": True, "endless": "7 "},
         0,
-        "(reasoning stopped at the max new tokens: 10)",
+        "(reasoning cut at its budget: 10 tokens; answering from it)",
         "Fine, than",  # the canned tokenizer counts characters: the server's /tokenize says 10
-        reason="max_new_tokens",
+        reason="budget",
         args=["--max-new-tokens", "10"],
     ),
 }
@@ -169,7 +169,7 @@ def test_ask_against_a_hostile_server_ends_with_one_line_and_keeps_the_turn(
     if scenario.reason == "error":
         assert scenario.stderr in (stats.error or "") and turn.answer is None
     else:  # both stages were cut at the budget by the client
-        assert turn.answer_stats is not None and turn.answer_stats.stop_reason == "max_new_tokens"
+        assert turn.answer_stats is not None and turn.answer_stats.stop_reason == "budget"
         assert stats.new_tokens == turn.answer_stats.new_tokens == 10
     assert (isolated_dirs / DB_NAME).stat().st_size < 1 << 20  # nothing huge was stored
 
@@ -219,4 +219,4 @@ def test_the_chat_session_keeps_the_turn_and_the_store_against_the_same_servers(
     users = [turn.user for turn in conversation.turns]
     assert users == ["reset mid-stream", "huge event", "endless stream", "hang"]
     assert conversation.turns[0].reasoning == "Fine, thanks"
-    assert conversation.turns[2].answer_stats.stop_reason == "max_new_tokens"
+    assert conversation.turns[2].answer_stats.stop_reason == "budget"

@@ -55,10 +55,10 @@ def test_any_split_of_any_text(chunks: list[str]) -> None:
 
 
 def test_ask_on_a_terminal_shows_them_and_piped_output_keeps_them() -> None:
-    from reasonchat.cli.ask_command import _Output
+    from reasonchat.cli.ask_command import Output
 
     for tty, expected in ((True, SHOWN), (False, HOSTILE)):
-        out = _Output(json_mode=False)
+        out = Output(json_mode=False)
         out.tty = tty
         out.console = Console(file=io.StringIO(), force_terminal=tty, color_system=None, soft_wrap=True)
         out.err = Console(file=io.StringIO())

@@ -181,7 +181,7 @@ def test_the_request_carries_the_stops_the_settings_and_the_budget(
     assert (body["skip_special_tokens"], body["include_stop_str_in_output"]) == (True, False)
     sampling = {name: body[name] for name in ("temperature", "top_p", "top_k", "repetition_penalty", "seed")}
     assert sampling == {"temperature": 0.0, "top_p": 0.9, "top_k": -1, "repetition_penalty": 1.1, "seed": 7}
-    assert (stats.stop_reason, stats.new_tokens, text) == ("max_new_tokens", 5, server.completions[0].text)
+    assert (stats.stop_reason, stats.new_tokens, text) == ("budget", 5, server.completions[0].text)
 
     drain(backend, reasoning_request())
     unset = {"temperature", "top_p", "top_k", "repetition_penalty", "seed"}
@@ -556,7 +556,7 @@ def test_a_server_that_ignores_max_tokens_is_cut_at_the_budget_and_the_stream_cl
     text, stats = drain(backend, reasoning_request(settings=GenerationSettings(max_new_tokens=10)))
 
     assert time.perf_counter() - started < 5
-    assert stats.stop_reason == "max_new_tokens" and stats.new_tokens == 10
+    assert stats.stop_reason == "budget" and stats.new_tokens == 10
     assert server.completions[0].body["max_tokens"] == 10  # asked for, ignored
     assert text and server.completions[0].text.startswith(text)
     assert server.model.encode(text, special=False).__len__() <= 10
@@ -574,7 +574,7 @@ def test_one_huge_event_is_trimmed_to_the_budget(
     server.faults.body = [text_event(digits), text_event("", "length")]
     text, stats = drain(backend, reasoning_request(settings=GenerationSettings(max_new_tokens=10)))
 
-    assert stats.stop_reason == "max_new_tokens" and digits.startswith(text)
+    assert stats.stop_reason == "budget" and digits.startswith(text)
     if counter == "tokenizer":
         assert backend.count_tokens(text) == stats.new_tokens == 10  # the longest prefix that fits
     else:

@@ -346,7 +346,7 @@ def test_overflow_at_stage_two_is_recorded_on_the_answer() -> None:
     assert info.value.stage == "answer" and info.value.limit == prompt_tokens + 3
     turn = conversation.turns[0]
     assert turn.reasoning == "r1 r2 r3 "
-    assert turn.reasoning_stats.stop_reason == "max_new_tokens"
+    assert turn.reasoning_stats.stop_reason == "budget"
     assert turn.reasoning_stats.new_tokens == 3
     assert turn.answer == "" and turn.answer_stats.stop_reason == "error"
     assert f"{prompt_tokens + 3:,}-token" in turn.answer_stats.error
@@ -397,7 +397,7 @@ def test_transformers_max_new_tokens_capped_at_limit_minus_prompt(
     stream = qwen_backend.stream(request)
     run_with_timeout(lambda: list(stream))
     assert stream.stats.new_tokens == len(stream.generated) == expected == hook.calls
-    assert stream.stats.stop_reason == "max_new_tokens"
+    assert stream.stats.stop_reason == "budget"
     assert stream.stats.prompt_tokens + stream.stats.new_tokens <= prompt_tokens + room
 
 
@@ -412,7 +412,7 @@ def test_transformers_turn_stops_at_the_limit_and_records_the_answer_overflow(
     assert info.value.stage == "answer"
     turn = conversation.turns[0]
     assert turn.reasoning == REASONING_TEXT[:5]
-    assert turn.reasoning_stats.stop_reason == "max_new_tokens"
+    assert turn.reasoning_stats.stop_reason == "budget"
     assert turn.answer == "" and turn.answer_stats.stop_reason == "error"
     assert isinstance(turn, Turn)
 

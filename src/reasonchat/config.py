@@ -52,6 +52,8 @@ _KINDS: dict[str, type] = {
     "threads": int,
     "context_limit": int,
     "max_new_tokens": int,
+    "reasoning_tokens": int,
+    "answer_tokens": int,
     "temperature": float,
     "top_p": float,
     "top_k": int,

@@ -23,11 +23,29 @@ from reasonchat.template import (
     USER_ROLE,
     Message,
     apply_chat_template,
+    continue_reasoning_prompt,
     normalize_history,
 )
 
-StopReason = Literal["eos", "max_new_tokens", "cancelled", "error"]
+# "budget": the stage generated its token budget (or the context's room); "answer_now": the user ended
+# the reasoning there and the answer ran from it. "max_new_tokens" is how releases before per-stage
+# budgets spelled "budget": saved turns keep it, nothing writes it any more.
+StopReason = Literal["eos", "budget", "answer_now", "cancelled", "error", "max_new_tokens"]
 STOP_REASONS: tuple[str, ...] = get_args(StopReason)
+# A stage that stopped so is done: the next stage runs from its text (a cut reasoning still gets an
+# answer). A cancelled or failed stage ends the turn.
+DONE_STOPS: frozenset[str] = frozenset({"eos", "budget", "answer_now", "max_new_tokens"})
+# Who wrote a turn's reasoning: the model; the model, then the user changed it; the user alone; nobody
+# (an empty reasoning turn, so the answer comes straight from the question).
+ReasoningSource = Literal["model", "edited", "user", "none"]
+REASONING_SOURCES: tuple[str, ...] = get_args(ReasoningSource)
+# How a reasoning's source reads in a sentence (exports, pane titles): "reasoning written by the user".
+SOURCE_WORDS: dict[str, str] = {
+    "model": "reasoning by the model",
+    "edited": "reasoning edited by the user",
+    "user": "reasoning written by the user",
+    "none": "no reasoning (answered straight from the question)",
+}
 Stage = Literal["reasoning", "answer"]
 STAGES: tuple[Stage, Stage] = ("reasoning", "answer")
 TITLE_LENGTH = 60
@@ -118,6 +136,11 @@ class Turn:
     reasoning_stats: StageStats | None = None
     answer_stats: StageStats | None = None
     created: str = field(default_factory=now_iso)
+    reasoning_source: ReasoningSource = "model"
+    # The model's own first reasoning and answer, kept when the user changes the reasoning or asks for
+    # a new answer (None: never replaced). Until turns have variants, this is all that is kept.
+    original_reasoning: str | None = None
+    original_answer: str | None = None
     # Which stored turn this is, so a save finds it even after another process appended turns before
     # it was first stored (``store.Store.save_turn``). Not content: not compared, not exported.
     uid: str = field(default_factory=new_id, compare=False, repr=False)
@@ -131,6 +154,12 @@ class Turn:
     @property
     def complete(self) -> bool:
         return self.answer is not None
+
+    def keep_originals(self) -> None:
+        """Remember the model's reasoning and answer before the first change to either; later changes
+        keep that first pair."""
+        if self.original_reasoning is None and self.original_answer is None:
+            self.original_reasoning, self.original_answer = self.reasoning, self.answer
 
     def context_tokens(self) -> int:
         """Tokens this turn left in the context window: the prompt of its last stage that counted one,
@@ -161,18 +190,28 @@ class Turn:
             "reasoning_stats": self.reasoning_stats.to_dict() if self.reasoning_stats else None,
             "answer_stats": self.answer_stats.to_dict() if self.answer_stats else None,
             "created": self.created,
+            "reasoning_source": self.reasoning_source,
+        } | {
+            # Only when there are some: a turn nobody changed reads as it always did.
+            key: value
+            for key in ("original_reasoning", "original_answer")
+            if (value := getattr(self, key)) is not None
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Turn:
         if not isinstance(data, dict):
             raise ValueError("a turn must be an object")
-        for key in ("user", "reasoning", "answer"):
+        for key in ("user", "reasoning", "answer", "original_reasoning", "original_answer"):
             value = data.get(key)
             if key == "user" and not isinstance(value, str):
                 raise ValueError("a turn needs a 'user' string")
             if value is not None and not isinstance(value, str):
                 raise ValueError(f"turn field {key!r} must be a string or null")
+        # Files of releases before provenance have none: their reasonings were all the model's.
+        source = data.get("reasoning_source", "model")
+        if source not in REASONING_SOURCES:
+            raise ValueError(f"unknown reasoning source {source!r}")
         return cls(
             user=data["user"],
             reasoning=data.get("reasoning"),
@@ -180,6 +219,9 @@ class Turn:
             reasoning_stats=_stats_or_none(data.get("reasoning_stats")),
             answer_stats=_stats_or_none(data.get("answer_stats")),
             created=str(data.get("created") or now_iso()),
+            reasoning_source=source,
+            original_reasoning=data.get("original_reasoning"),
+            original_answer=data.get("original_answer"),
         )
 
 
@@ -260,6 +302,13 @@ class Conversation:
         return apply_chat_template(
             history, add_reasoning_generation_prompt=False, add_assistant_generation_prompt=True
         )
+
+    def continuation_prompt(self, turn_index: int) -> str:
+        """Stage 1 of turn ``turn_index`` resumed from its reasoning so far ("think more")."""
+        turn = self.turns[turn_index]
+        history = self.history(turn_index)
+        history.append({"role": USER_ROLE, "content": turn.user})
+        return continue_reasoning_prompt(history, turn.reasoning or "")
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -15,9 +15,13 @@ from reasonchat import demo_model
 from reasonchat.conversation import Conversation, Turn
 from reasonchat.engine.protocol import Backend, ContextOverflow, GenerationError, GenerationSettings
 from reasonchat.engine.turn import StageFinished, StageStarted, TurnEvent, TurnRunner
+from reasonchat.errors import UserError
 from reasonchat.store import Store
 from reasonchat.template import DEFAULT_CONTEXT_LIMIT
 from reasonchat.unicode_text import valid_text
+
+# A runner operation: ``TurnRunner.run``, ``answer`` or ``think_more``.
+_Generate = Callable[[Conversation, Callable[[TurnEvent], None]], Turn]
 
 
 def placed_after_notice(count: int) -> str:
@@ -82,11 +86,26 @@ class ChatSession:
         probe.turns = [*self.conversation.turns, Turn(user=user_text)]
         return self.backend.count_tokens(probe.stage_prompt(len(probe.turns) - 1, "reasoning"))
 
-    def ask(self, user_text: str, on_event: Callable[[TurnEvent], None] | None = None) -> Turn:
-        """Add a turn and generate it. ``ContextOverflow``: the conversation and store are untouched."""
-        self.conversation.add_turn(valid_text(user_text))
+    def ask(
+        self,
+        user_text: str,
+        on_event: Callable[[TurnEvent], None] | None = None,
+        *,
+        reasoning: str | None = None,
+    ) -> Turn:
+        """Add a turn and generate it. ``ContextOverflow``: the conversation and store are untouched.
+
+        ``reasoning``: the user's own (source ``user``; ``""``: no reasoning, source ``none``), which
+        the model then answers from instead of reasoning itself."""
+
+        def add() -> None:
+            turn = self.conversation.add_turn(valid_text(user_text))
+            if reasoning is not None:
+                turn.reasoning = valid_text(reasoning)
+                turn.reasoning_source = "user" if reasoning else "none"
+
         try:
-            return self._run(on_event)
+            return self._run(self.runner.run, on_event, add)
         except ContextOverflow as err:
             if err.stage == "reasoning":
                 self.conversation.turns.pop()
@@ -94,10 +113,69 @@ class ChatSession:
 
     def retry(self, on_event: Callable[[TurnEvent], None] | None = None) -> Turn:
         """Generate the last turn again from scratch (regenerate, or retry after an error)."""
-        turn = self.conversation.turns[-1]
-        turn.reasoning = turn.answer = None
-        turn.reasoning_stats = turn.answer_stats = None
-        return self._run(on_event)
+        turn = self._last_turn()
+
+        def clear() -> None:
+            turn.reasoning = turn.answer = None
+            turn.reasoning_stats = turn.answer_stats = None
+            turn.reasoning_source = "model"
+
+        return self._run(self.runner.run, on_event, clear)
+
+    def reanswer(
+        self, reasoning: str | None = None, on_event: Callable[[TurnEvent], None] | None = None
+    ) -> Turn:
+        """Generate only the last turn's answer again, from its reasoning or from ``reasoning`` (an
+        edit, or the user's own). The model's first reasoning and answer stay in the turn
+        (``original_reasoning``/``original_answer``); a changed model reasoning becomes ``edited``."""
+        turn = self._last_turn()
+        if reasoning is None and turn.reasoning is None:
+            raise UserError("the last turn has no reasoning to answer from; give one")
+
+        def edit() -> None:
+            turn.keep_originals()
+            if reasoning is not None and valid_text(reasoning) != turn.reasoning:
+                turn.reasoning = valid_text(reasoning)
+                if turn.reasoning_source in ("model", "edited"):
+                    turn.reasoning_source = "edited"
+                else:  # the user's own, or none until now: whatever it says now, the user wrote it
+                    turn.reasoning_source = "user" if turn.reasoning else "none"
+            turn.answer, turn.answer_stats = None, None
+
+        return self._run(self.runner.answer, on_event, edit)
+
+    def think_more(self, on_event: Callable[[TurnEvent], None] | None = None) -> Turn:
+        """Go on with the last turn's reasoning from where it stopped, then answer again (the first
+        reasoning and answer are kept, as for ``reanswer``)."""
+        turn = self._last_turn()
+        if turn.reasoning is None:
+            raise UserError("the last turn has no reasoning to go on with")
+        if self.settings.budget("reasoning") == 0:
+            raise UserError("the reasoning budget is 0: there is nothing to think more with")
+        before = (turn.original_reasoning, turn.original_answer, turn.reasoning_source)
+
+        def begin() -> None:
+            turn.keep_originals()
+            if turn.reasoning_source == "none":
+                turn.reasoning_source = "model"  # the model writes all of it now
+
+        try:
+            return self._run(self.runner.think_more, on_event, begin)
+        except ContextOverflow as err:
+            if err.stage == "reasoning":  # nothing was generated: the turn is as it was
+                turn.original_reasoning, turn.original_answer, turn.reasoning_source = before
+            raise
+
+    def answer_now(self) -> bool:
+        """End the reasoning being generated and answer from it; False (nothing done) when no
+        reasoning is streaming. Safe from any thread, like ``cancel``."""
+        with self._lock:
+            return self._busy and self.runner.answer_now()
+
+    def _last_turn(self) -> Turn:
+        if not self.conversation.turns:
+            raise UserError("the conversation has no turn yet")
+        return self.conversation.turns[-1]
 
     @property
     def busy(self) -> bool:
@@ -109,18 +187,26 @@ class ChatSession:
             if self._busy:
                 self.runner.cancel()
 
-    def _run(self, on_event: Callable[[TurnEvent], None] | None) -> Turn:
+    def _run(
+        self,
+        generate: _Generate,
+        on_event: Callable[[TurnEvent], None] | None,
+        prepare: Callable[[], None],
+    ) -> Turn:
+        """``prepare`` (the change to the conversation the operation starts with), then ``generate``;
+        nothing at all while another run is in progress: it would change a turn being generated."""
         with self._lock:
             if self._busy:
                 raise GenerationError("a turn is already being generated; wait for it or cancel it")
             self._busy = True
         try:
-            return self._run_turn(on_event)
+            prepare()
+            return self._run_turn(generate, on_event)
         finally:
             with self._lock:
                 self._busy = False
 
-    def _run_turn(self, on_event: Callable[[TurnEvent], None] | None) -> Turn:
+    def _run_turn(self, generate: _Generate, on_event: Callable[[TurnEvent], None] | None) -> Turn:
         index = len(self.conversation.turns) - 1
         self.placed_after = 0
 
@@ -130,7 +216,7 @@ class ChatSession:
             if on_event is not None:
                 on_event(event)
 
-        return self.runner.run(self.conversation, handle)
+        return generate(self.conversation, handle)
 
     def _save(self, index: int) -> None:
         if self.store is not None:

@@ -71,6 +71,9 @@ BOUNDS: dict[str, Bound] = {
     "threads": _count("threads", 1, 1024),
     "context_limit": _count("context limit", 2),
     "max_new_tokens": _count("max new tokens", 1),
+    # 0: no reasoning at all (an empty reasoning turn, the answer straight from the question).
+    "reasoning_tokens": _count("reasoning tokens", 0),
+    "answer_tokens": _count("answer tokens", 1),
     "temperature": _real("temperature", lambda v: v >= 0, "a finite number >= 0"),
     "top_p": _real("top-p", lambda v: 0 < v <= 1, "in (0, 1]"),
     "top_k": _count("top-k", 0),
@@ -83,6 +86,7 @@ BOUNDS: dict[str, Bound] = {
     "history_tokens": _count("history tokens", 16),
     "decode_tokens": _count("decode tokens", 0),
     "stage_tokens": _count("stage tokens", 1),
+    "steering_tokens": _count("steering tokens", 0),
     # train (``TrainConfig``'s field names).
     "max_length": _count("max length", 2),
     "batch_size": _count("batch size", 1),
@@ -133,6 +137,9 @@ class GenerationFields:
     ``generation_config`` decides."""
 
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    # Each stage's own budget; ``None``: ``max_new_tokens``.
+    reasoning_tokens: int | None = None
+    answer_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
     top_k: int | None = None
@@ -151,6 +158,12 @@ class GenerationSettings(GenerationFields):
     def of(cls, values: GenerationFields) -> GenerationSettings:
         """The settings ``values`` (a ``config.Config``, say) hold, checked."""
         return cls(**{key: getattr(values, key) for key in GENERATION_KEYS})
+
+    def budget(self, stage: str) -> int:
+        """The new tokens ``stage`` (``"reasoning"`` or ``"answer"``) may generate, before the context
+        limit caps it."""
+        own = self.reasoning_tokens if stage == "reasoning" else self.answer_tokens
+        return self.max_new_tokens if own is None else own
 
     def __post_init__(self) -> None:
         for key in GENERATION_KEYS:

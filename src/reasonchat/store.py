@@ -32,7 +32,7 @@ from types import TracebackType
 from typing import Any
 
 from reasonchat import paths
-from reasonchat.conversation import Conversation, StageStats, Turn
+from reasonchat.conversation import REASONING_SOURCES, Conversation, StageStats, Turn
 from reasonchat.errors import StoreError, UserError
 from reasonchat.sanitize import sanitize
 
@@ -140,8 +140,27 @@ def _migrate_to_v2(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+# Provenance: who wrote each reasoning, and the model's first reasoning and answer once the user
+# changed one. Every turn stored before was the model's own, hence the default; adding columns
+# rewrites no row, so the search index is untouched.
+_V3 = (
+    "ALTER TABLE turns ADD COLUMN reasoning_source TEXT NOT NULL DEFAULT 'model'",
+    "ALTER TABLE turns ADD COLUMN original_reasoning TEXT",
+    "ALTER TABLE turns ADD COLUMN original_answer TEXT",
+)
+
+
+def _migrate_to_v3(conn: sqlite3.Connection) -> None:
+    for statement in _V3:
+        conn.execute(statement)
+
+
 # MIGRATIONS[i] takes the schema from version i to i + 1; a new version is one more function here.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_migrate_to_v1, _migrate_to_v2)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _migrate_to_v1,
+    _migrate_to_v2,
+    _migrate_to_v3,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _UPSERT_CONVERSATION = """
@@ -165,17 +184,25 @@ _ADD_TO_CONVERSATION = """
 # The WHERE keeps an unchanged turn from being rewritten and re-indexed on every save.
 _UPSERT_TURN = """
     INSERT INTO turns (conversation_id, idx, user, reasoning, answer, reasoning_stats, answer_stats,
-                       created, uid)
+                       created, uid, reasoning_source, original_reasoning, original_answer)
     VALUES (:conversation_id, :idx, :user, :reasoning, :answer, :reasoning_stats, :answer_stats,
-            :created, :uid)
+            :created, :uid, :reasoning_source, :original_reasoning, :original_answer)
     ON CONFLICT (conversation_id, idx) DO UPDATE SET
         user = excluded.user, reasoning = excluded.reasoning, answer = excluded.answer,
         reasoning_stats = excluded.reasoning_stats, answer_stats = excluded.answer_stats,
-        created = excluded.created
-    WHERE (user, reasoning, answer, reasoning_stats, answer_stats, created)
+        created = excluded.created, reasoning_source = excluded.reasoning_source,
+        original_reasoning = excluded.original_reasoning, original_answer = excluded.original_answer
+    WHERE (user, reasoning, answer, reasoning_stats, answer_stats, created, reasoning_source,
+           original_reasoning, original_answer)
         IS NOT (excluded.user, excluded.reasoning, excluded.answer, excluded.reasoning_stats,
-                excluded.answer_stats, excluded.created)
+                excluded.answer_stats, excluded.created, excluded.reasoning_source,
+                excluded.original_reasoning, excluded.original_answer)
 """
+# The columns ``_turn_from_row`` reads, in its order.
+_TURN_COLUMNS = (
+    "user, reasoning, answer, reasoning_stats, answer_stats, created, uid, reasoning_source,"
+    " original_reasoning, original_answer"
+)
 _SUMMARY_COLUMNS = """
     SELECT c.id, c.title, c.created, c.updated, c.model,
            (SELECT count(*) FROM turns t WHERE t.conversation_id = c.id), c.tokens
@@ -309,8 +336,7 @@ class Store:
             if row is None:
                 raise UserError(f"no conversation with id {conv_id!r}")
             turns = self._conn.execute(
-                "SELECT user, reasoning, answer, reasoning_stats, answer_stats, created, uid"
-                " FROM turns WHERE conversation_id = ? ORDER BY idx",
+                f"SELECT {_TURN_COLUMNS} FROM turns WHERE conversation_id = ? ORDER BY idx",
                 (conv_id,),
             ).fetchall()
         conv_id, title, created, updated, model, system_prompt, revision = row
@@ -578,7 +604,7 @@ def _stored_context_tokens(conn: sqlite3.Connection, conv_id: str) -> int:
     """``Conversation.context_tokens`` of the stored turns, newest first, reading only as far back as
     the first turn with counts."""
     rows = conn.execute(
-        "SELECT user, reasoning, answer, reasoning_stats, answer_stats, created, uid FROM turns"
+        f"SELECT {_TURN_COLUMNS} FROM turns"
         " WHERE conversation_id = ? ORDER BY idx DESC",
         (conv_id,),
     )
@@ -605,6 +631,9 @@ def _turn_row(conv: Conversation, index: int, idx: int) -> dict[str, Any]:
         "reasoning_stats": _stats_json(turn.reasoning_stats),
         "answer_stats": _stats_json(turn.answer_stats),
         "created": turn.created,
+        "reasoning_source": turn.reasoning_source,
+        "original_reasoning": turn.original_reasoning,
+        "original_answer": turn.original_answer,
     }
 
 
@@ -617,7 +646,9 @@ def _stats_from_json(text: str | None) -> StageStats | None:
 
 
 def _turn_from_row(row: Sequence[Any]) -> Turn:
-    user, reasoning, answer, reasoning_stats, answer_stats, created, uid = row
+    user, reasoning, answer, reasoning_stats, answer_stats, created, uid, source, *originals = row
+    if source not in REASONING_SOURCES:
+        raise ValueError(f"unknown reasoning source {source!r}")
     return Turn(
         user=user,
         reasoning=reasoning,
@@ -626,6 +657,9 @@ def _turn_from_row(row: Sequence[Any]) -> Turn:
         answer_stats=_stats_from_json(answer_stats),
         created=created,
         uid=uid,
+        reasoning_source=source,
+        original_reasoning=originals[0],
+        original_answer=originals[1],
     )
 
 

@@ -84,3 +84,12 @@ def apply_chat_template(
     if add_assistant_generation_prompt:
         return rendered + ASSISTANT_GENERATION_PROMPT
     return rendered
+
+
+def continue_reasoning_prompt(history: Iterable[Message], reasoning: str) -> str:
+    """Stage 1 resumed ("think more"): ``history`` (ending with the user message) with the reasoning
+    generation prompt, then ``reasoning`` so far, left open without its ``<|im_end|>`` so the model
+    writes on where it stopped. It is the rendered history with that reasoning turn, less the turn's
+    closing ``<|im_end|>\\n``: the KV cache of the earlier stage-1 run covers all of it.
+    """
+    return apply_chat_template(history, add_reasoning_generation_prompt=True) + reasoning

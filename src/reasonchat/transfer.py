@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from reasonchat.conversation import Conversation, StageStats, Turn
+from reasonchat.conversation import SOURCE_WORDS, Conversation, StageStats, Turn
 from reasonchat.errors import UserError
 from reasonchat.line_breaks import with_hard_breaks
 from reasonchat.sanitize import sanitize
@@ -75,12 +75,18 @@ def _as_written(text: str) -> str:
 def _turn_markdown(number: int, turn: Turn) -> list[str]:
     lines = [f"## Turn {number}", "", "**User**", "", _as_written(turn.user), ""]
     if turn.reasoning is not None:
-        lines += ["**Reasoning**", ""]
+        # The model's own needs no note: it is what every reasoning was before users could step in.
+        source = "" if turn.reasoning_source == "model" else f" *({SOURCE_WORDS[turn.reasoning_source]})*"
+        lines += [f"**Reasoning**{source}", ""]
         lines += [f"> {line}".rstrip() for line in _as_written(turn.reasoning).split("\n")]
         lines += [""] + _stop_note("Reasoning", turn.reasoning_stats)
     if turn.answer is not None:
         lines += ["**Answer**", "", _as_written(turn.answer), ""]
         lines += _stop_note("Answer", turn.answer_stats)
+    for label, text in (("reasoning", turn.original_reasoning), ("answer", turn.original_answer)):
+        if text is not None:
+            lines += [f"*The model's first {label}:*", ""]
+            lines += [f"> {line}".rstrip() for line in _as_written(text).split("\n")] + [""]
     return lines
 
 

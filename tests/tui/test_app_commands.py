@@ -36,7 +36,7 @@ def test_flags_env_and_config_reach_the_app(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_bad_flags_and_ids_are_refused_before_the_app_starts(store: Store) -> None:
-    with pytest.raises(UserError, match="max new tokens"):
+    with pytest.raises(UserError, match="--max-new-tokens must be at least 1"):
         build_app(chat_args("--max-new-tokens", "0"))
     with pytest.raises(UserError, match="no conversation"):
         build_app(chat_args("--continue", "ffffffff"))

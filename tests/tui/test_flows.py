@@ -412,7 +412,7 @@ async def test_an_answer_that_does_not_fit_keeps_the_saved_reasoning(store: Stor
         assert screen.turn_view.pane("reasoning").text.startswith("The user asked")
         assert screen.composer.text == ""  # the message is in the saved turn, not given back
     turn = store.get(screen.conversation.id).turns[0]
-    assert turn.reasoning and turn.reasoning_stats.stop_reason == "max_new_tokens"
+    assert turn.reasoning and turn.reasoning_stats.stop_reason == "budget"
     assert turn.answer_stats.stop_reason == "error"
 
 
@@ -656,7 +656,7 @@ async def test_settings_dialog_changes_the_next_generation() -> None:
         await send(pilot, "hello there friend")
         await wait_idle(pilot)
         stats = screen.conversation.turns[0].reasoning_stats
-        assert (stats.new_tokens, stats.stop_reason) == (3, "max_new_tokens")
+        assert (stats.new_tokens, stats.stop_reason) == (3, "budget")
         assert "token limit" in screen.turn_view.pane("reasoning").border_subtitle
 
 

@@ -14,6 +14,15 @@ _WORDS = (
 ).split()
 
 
+def synthetic_reasoning(backend: Backend, tokens: int, seed: int = 0) -> str:
+    """Filler reasoning lines until the text is about ``tokens`` long."""
+    rng = random.Random(seed)
+    lines: list[str] = []
+    while backend.count_tokens("\n".join(lines)) < tokens:
+        lines.append(" ".join(rng.choice(_WORDS) for _ in range(16)).capitalize() + ".")
+    return "\n".join(lines)
+
+
 def synthetic_conversation(
     backend: Backend, history_tokens: int, seed: int = 0, id_prefix: str = "bench"
 ) -> Conversation:

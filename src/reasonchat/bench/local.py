@@ -3,8 +3,9 @@
 The card's loop re-tokenizes and re-prefills the whole conversation for every stage. The engine keeps a
 KV cache per conversation and prefills only what changed. Measured at each history length:
 stage-2 time to first token (the reasoning was just generated) and next-turn time to first token
-(a new question after a full turn); then decode speed of bare ``model.generate`` against the engine's
-streaming path on the same prompt and token count.
+(a new question after a full turn); then, at the longest history, what the stage operations cost
+(re-answering an edited reasoning, thinking more) with the cache and cold; then decode speed of bare
+``model.generate`` against the engine's streaming path on the same prompt and token count.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from reasonchat.bench.history import synthetic_conversation
+from reasonchat.bench.history import synthetic_conversation, synthetic_reasoning
 from reasonchat.bench.timing import Report, timed_stage
 from reasonchat.conversation import Conversation
 from reasonchat.engine.transformers_backend import TransformersBackend
@@ -45,6 +46,31 @@ class HistoryResult:
 
 
 @dataclass
+class SteeringResult:
+    """What the stage operations cost with the cache against a cold re-prefill of the same prompt:
+    re-answering after the reasoning's last line was edited, and thinking more after an answer."""
+
+    history_tokens: int
+    reasoning_tokens: int
+    reanswer_prompt_tokens: int
+    reanswer_cached_tokens: int
+    reanswer_ttft_s: float
+    cold_reanswer_ttft_s: float
+    think_more_prompt_tokens: int
+    think_more_cached_tokens: int
+    think_more_ttft_s: float
+    cold_think_more_ttft_s: float
+
+    @property
+    def reanswer_prefilled_fraction(self) -> float:
+        return 1 - self.reanswer_cached_tokens / self.reanswer_prompt_tokens
+
+    @property
+    def think_more_prefilled_tokens(self) -> int:
+        return self.think_more_prompt_tokens - self.think_more_cached_tokens
+
+
+@dataclass
 class DecodeResult:
     tokens: int
     bare_tokens_per_s: float
@@ -60,6 +86,7 @@ class BenchResult:
     model: str
     machine: dict[str, Any]
     history: list[HistoryResult] = field(default_factory=list)
+    steering: list[SteeringResult] = field(default_factory=list)
     decode: DecodeResult | None = None
 
     def targets(self) -> list[tuple[str, float, str, bool]]:
@@ -83,6 +110,14 @@ class BenchResult:
                     longest.stage2_cached_fraction >= 0.95,
                 )
             )
+        if self.steering:
+            s = max(self.steering, key=lambda s: s.history_tokens)
+            at = f"at {s.history_tokens:,} + {s.reasoning_tokens:,} reasoning tokens"
+            fraction = s.reanswer_prefilled_fraction
+            out.append((f"re-answer prefill share of the answer prompt {at}", fraction, "<= 0.05", fraction <= 0.05))
+            # The cache always leaves one prompt token to prefill; a re-split at the seam may add one.
+            fresh = s.think_more_prefilled_tokens
+            out.append((f"think-more prompt tokens prefilled {at}", fresh, "<= 2", fresh <= 2))
         if self.decode:
             out.append(
                 ("streaming decode / bare generate", self.decode.ratio, ">= 0.95", self.decode.ratio >= 0.95)
@@ -101,6 +136,14 @@ class BenchResult:
                     "stage2_cached_fraction": h.stage2_cached_fraction,
                 }
                 for h in self.history
+            ],
+            "steering": [
+                asdict(s)
+                | {
+                    "reanswer_prefilled_fraction": s.reanswer_prefilled_fraction,
+                    "think_more_prefilled_tokens": s.think_more_prefilled_tokens,
+                }
+                for s in self.steering
             ],
             "decode": asdict(self.decode) | {"ratio": self.decode.ratio} if self.decode else None,
             "targets": [
@@ -180,6 +223,44 @@ class Bench:
             engine_next_turn_ttft_s=engine_next,
         )
 
+    def steering(self, history_tokens: int, reasoning_tokens: int) -> SteeringResult:
+        """Re-answer after editing the reasoning's last line, and think more, each timed with the
+        cache the turn left and again cold (the cache reset: the card's loop would prefill it all)."""
+        where = f"steering at {history_tokens:,} + {reasoning_tokens:,}"
+        conversation = synthetic_conversation(self.backend, history_tokens, id_prefix="bench-steer")
+        index = len(conversation.turns) - 1
+        turn = conversation.turns[index]
+        turn.reasoning = synthetic_reasoning(self.backend, reasoning_tokens)
+        self.backend.reset()
+        self.report(f"{where}: the first answer (fills the cache)")
+        timed_stage(self.backend, conversation, "answer", self.stage_tokens)
+        *kept, _last = turn.reasoning.split("\n")
+        turn.reasoning = "\n".join([*kept, "On second thought the result is 3000."])
+        self.report(f"{where}: re-answer from the edited reasoning")
+        reanswer_s, _, reanswer = timed_stage(self.backend, conversation, "answer", self.stage_tokens)
+        self.backend.reset()
+        self.report(f"{where}: re-answer cold")
+        cold_reanswer_s, _, _ = timed_stage(self.backend, conversation, "answer", self.stage_tokens)
+        # The cache now holds the answer prompt, as after any answer: think more continues its reasoning.
+        prompt = conversation.continuation_prompt(index)
+        self.report(f"{where}: think more")
+        think_s, _, think = timed_stage(self.backend, conversation, "reasoning", self.stage_tokens, prompt)
+        self.backend.reset()
+        self.report(f"{where}: think more cold")
+        cold_think_s, _, _ = timed_stage(self.backend, conversation, "reasoning", self.stage_tokens, prompt)
+        return SteeringResult(
+            history_tokens=history_tokens,
+            reasoning_tokens=reasoning_tokens,
+            reanswer_prompt_tokens=reanswer.prompt_tokens,
+            reanswer_cached_tokens=reanswer.cached_tokens,
+            reanswer_ttft_s=reanswer_s,
+            cold_reanswer_ttft_s=cold_reanswer_s,
+            think_more_prompt_tokens=think.prompt_tokens,
+            think_more_cached_tokens=think.cached_tokens,
+            think_more_ttft_s=think_s,
+            cold_think_more_ttft_s=cold_think_s,
+        )
+
     def decode(self, tokens: int, rounds: int = 3) -> DecodeResult:
         """Tokens/s after the first token: bare ``generate`` vs the engine's stream, same prompt and count."""
         # The answer stage: an instruct model continues "assistant" at length, whatever its training
@@ -228,12 +309,15 @@ def run_bench(
     *,
     decode_tokens: int = 128,
     stage_tokens: int = 32,
+    steering_tokens: int = 0,
     report: Report | None = None,
 ) -> BenchResult:
     bench = Bench(backend, stage_tokens=stage_tokens, report=report)
     result = BenchResult(model=backend.description, machine=machine_info())
     for tokens in history_tokens:
         result.history.append(bench.history(tokens))
+    if steering_tokens and history_tokens:
+        result.steering.append(bench.steering(max(history_tokens), steering_tokens))
     if decode_tokens:
         result.decode = bench.decode(decode_tokens)
     return result

@@ -14,14 +14,18 @@ Report = Callable[[str], None]
 
 
 def timed_stage(
-    backend: Backend, conversation: Conversation, stage: Stage, max_new_tokens: int
+    backend: Backend,
+    conversation: Conversation,
+    stage: Stage,
+    max_new_tokens: int,
+    prompt: str | None = None,
 ) -> tuple[float, str, StageStats]:
-    """One greedy stage of the last turn: (seconds to the first text, including tokenization and any
-    request; text; stats)."""
+    """One greedy stage of the last turn (``prompt``: another one for it, a think-more's, say):
+    (seconds to the first text, including tokenization and any request; text; stats)."""
     request = StageRequest(
         conversation_id=conversation.id,
         stage=stage,
-        prompt=conversation.stage_prompt(len(conversation.turns) - 1, stage),
+        prompt=prompt if prompt is not None else conversation.stage_prompt(len(conversation.turns) - 1, stage),
         settings=GenerationSettings(max_new_tokens=max_new_tokens, temperature=0),
         context_limit=10**9,  # a benchmark measures lengths past any default; a server enforces its own
     )

@@ -29,6 +29,7 @@ COMMAND_MODULES: dict[str, str] = {
     "import": "store_commands",
     "delete": "store_commands",
     "ask": "ask_command",
+    "reanswer": "reanswer_command",
     "bench": "bench_command",
     "prepare-model": "training_commands",
     "train": "training_commands",

@@ -8,6 +8,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from reasonchat.cli.openai_options import add_backend_arguments, open_selected_backend
@@ -39,6 +40,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument("--no-save", action="store_true", help="do not store the turn")
+    written = parser.add_mutually_exclusive_group()
+    written.add_argument(
+        "--reasoning", metavar="TEXT", help="answer from this reasoning instead of the model's own"
+    )
+    add_reasoning_file_argument(written, "answer from the reasoning in FILE ('-': stdin)")
+    written.add_argument(
+        "--no-reasoning", action="store_true", help="no reasoning: the model answers straight away"
+    )
     add_model_arguments(parser)
     add_backend_arguments(parser)
     add_generation_arguments(parser)
@@ -58,11 +67,43 @@ def read_question(text: str) -> str:
     return text
 
 
+def add_reasoning_file_argument(parser: argparse._ActionsContainer, help: str) -> None:
+    parser.add_argument("--reasoning-file", metavar="FILE", help=help)
+
+
+def read_reasoning_file(path: str) -> str:
+    """A reasoning the user wrote, from a file or ('-') stdin; a trailing newline (every editor adds
+    one) is not part of it."""
+    if path == "-":
+        raw = getattr(sys.stdin, "buffer", None)
+        text = raw.read().decode("utf-8", "replace") if raw is not None else sys.stdin.read()
+    else:
+        try:
+            text = Path(path).read_bytes().decode("utf-8", "replace")
+        except OSError as err:
+            raise UserError(f"cannot read the reasoning file {path}: {err.strerror or err}") from None
+    return text[:-1] if text.endswith("\n") else text
+
+
+def given_reasoning(args: argparse.Namespace) -> str | None:
+    """The reasoning ``ask`` was given to answer from ("": none at all), or None: the model's own."""
+    if getattr(args, "no_reasoning", False):
+        return ""
+    if getattr(args, "reasoning", None) is not None:
+        return args.reasoning
+    if args.reasoning_file is not None:
+        return read_reasoning_file(args.reasoning_file)
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     from reasonchat.session import ChatSession, placed_after_notice
     from reasonchat.store import Store
 
+    if args.question == "-" and args.reasoning_file == "-":
+        raise UserError("the question and the reasoning cannot both come from stdin")
     question = read_question(args.question)
+    reasoning = given_reasoning(args)
     for problem in effective_config(args).problems:
         print(f"reasonchat: warning: {sanitize(problem)}", file=sys.stderr)
     settings = generation_settings(args)
@@ -80,15 +121,15 @@ def run(args: argparse.Namespace) -> int:
     else:
         conversation = Conversation(system_prompt=effective_config(args).config.system_prompt)
 
-    out = _Output(json_mode=args.json)
+    out = Output(json_mode=args.json)
     backend = open_selected_backend(args, progress=out.progress)
     session = ChatSession(
         backend, conversation, store=store, settings=settings, context_limit=limit
     )
     try:
-        with _cancel_on_sigint(session):
-            turn = session.ask(question, on_event=out.event)
-        code = _exit_code(turn)
+        with cancel_on_sigint(session):
+            turn = session.ask(question, on_event=out.event, reasoning=reasoning)
+        code = exit_code(turn)
     except ContextOverflow as err:
         if err.stage == "reasoning":
             raise
@@ -103,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     return code
 
 
-def _exit_code(turn: Turn) -> int:
+def exit_code(turn: Turn) -> int:
     reasons = [s.stop_reason for s in (turn.reasoning_stats, turn.answer_stats) if s]
     if "error" in reasons:
         return 1
@@ -113,7 +154,7 @@ def _exit_code(turn: Turn) -> int:
 
 
 @contextmanager
-def _cancel_on_sigint(session: Any) -> Iterator[None]:
+def cancel_on_sigint(session: Any) -> Iterator[None]:
     """First Ctrl+C cancels generation (the partial turn is saved); a second one interrupts."""
     previous = signal.getsignal(signal.SIGINT)
 
@@ -128,7 +169,7 @@ def _cancel_on_sigint(session: Any) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-class _Output:
+class Output:
     """Streams events to stdout: dim, labelled reasoning then the answer on a TTY; plain text when piped."""
 
     def __init__(self, json_mode: bool) -> None:
@@ -171,10 +212,12 @@ class _Output:
             self._report_stop(event.stage, event.stats)
 
     def _label(self, stage: str) -> None:
+        # A line between the two stages; none before an answer alone (a reasoning not generated).
+        between = stage == "answer" and self.stage is not None
         self.stage = stage
         self.sanitizer = ScreenStream() if self.tty else StreamSanitizer()
         label = "Reasoning" if stage == "reasoning" else "Answer"
-        if stage == "answer":
+        if between:
             self._write("\n", stage)
         if self.tty:
             self._print(f"[bold]{label}[/bold]", style="dim" if stage == "reasoning" else None)
@@ -197,8 +240,11 @@ class _Output:
             self.failure = err
 
     def _report_stop(self, stage: str, stats: StageStats) -> None:
-        if stats.stop_reason == "max_new_tokens":
-            self.err.print(f"({stage} stopped at the max new tokens: {stats.new_tokens})", markup=False)
+        if stats.stop_reason in ("budget", "max_new_tokens"):
+            then = "; answering from it" if stage == "reasoning" else ""
+            self.err.print(f"({stage} cut at its budget: {stats.new_tokens} tokens{then})", markup=False)
+        elif stats.stop_reason == "answer_now":
+            self.err.print(f"(reasoning ended at {stats.new_tokens} tokens; answering now)", markup=False)
         elif stats.stop_reason == "cancelled":
             self.err.print(f"({stage} cancelled; the partial turn was kept)", markup=False)
         elif stats.stop_reason == "error":
@@ -229,9 +275,15 @@ class _Output:
             "conversation_id": conversation.id,
             "saved": saved,
             "reasoning": turn.reasoning,
+            "reasoning_source": turn.reasoning_source,
             "answer": turn.answer,
             "context": {"used": turn.context_tokens(), "limit": limit},
             "stages": {stage: stage_json(turn.stats(stage)) for stage in STAGES},
+        } | {
+            # What the model first wrote, when the answer came from another reasoning (``reanswer``).
+            key: value
+            for key in ("original_reasoning", "original_answer")
+            if (value := getattr(turn, key)) is not None
         }
         write_json(data)
 

@@ -34,7 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "bench",
         help="measure the engine against the model card's loop",
         description="Stage-2 and next-turn time to first token (naive loop vs KV-cache reuse) at each "
-        "history length, and decode tokens/s of bare generate vs the engine's stream.",
+        "history length, re-answer and think-more with the cache vs cold, and decode tokens/s of bare "
+        "generate vs the engine's stream.",
     )
     parser.add_argument(
         "--history-tokens",
@@ -45,6 +46,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--decode-tokens", type=int, default=128, metavar="N", help="0 skips the decode test")
     parser.add_argument("--stage-tokens", type=int, default=32, metavar="N", help="tokens generated per stage")
+    parser.add_argument(
+        "--steering-tokens",
+        type=int,
+        default=2000,
+        metavar="N",
+        help="the reasoning's length for the cost of re-answering and thinking more, at the longest "
+        "history (default 2000; 0 skips it)",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     add_model_arguments(parser)
     add_backend_arguments(parser)
@@ -56,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
     from reasonchat.bench.local import run_bench
 
-    for key in ("decode_tokens", "stage_tokens"):
+    for key in ("decode_tokens", "stage_tokens", "steering_tokens"):
         check_flag(key, getattr(args, key))
     if selected_backend(args) == "openai":
         return run_openai(args)
@@ -64,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("bench compares against the naive loop itself; drop --no-cache-reuse")
     err = Console(stderr=True, highlight=False)
     backend = open_backend(args, progress=lambda m: err.print(f"[dim]{m}…[/dim]"))
-    result = run_bench(backend, args.history_tokens, **_options(args, err))
+    result = run_bench(backend, args.history_tokens, steering_tokens=args.steering_tokens, **_options(args, err))
     return _output(args, result.to_json(), lambda: print_tables(result))
 
 
@@ -127,6 +136,22 @@ def print_tables(result) -> None:  # type: ignore[no-untyped-def]
             f"{h.next_turn_speedup:.1f}×",
         )
     console.print(table)
+    if result.steering:
+        steering = Table(title="Steering: with the cache vs a cold re-prefill (time to first token)")
+        for column in ("history + reasoning", "re-answer prefilled", "cached", "cold", "think-more prefilled",
+                       "cached", "cold"):  # fmt: skip
+            steering.add_column(column, justify="right")
+        for s in result.steering:
+            steering.add_row(
+                f"{s.history_tokens:,} + {s.reasoning_tokens:,}",
+                f"{s.reanswer_prefilled_fraction:.1%} of {s.reanswer_prompt_tokens:,}",
+                f"{s.reanswer_ttft_s:.3f}s",
+                f"{s.cold_reanswer_ttft_s:.3f}s",
+                f"{s.think_more_prefilled_tokens:,} of {s.think_more_prompt_tokens:,}",
+                f"{s.think_more_ttft_s:.3f}s",
+                f"{s.cold_think_more_ttft_s:.3f}s",
+            )
+        console.print(steering)
     if result.decode:
         d = result.decode
         console.print(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from dataclasses import replace
 
 from reasonchat import config
 from reasonchat.engine.protocol import Backend
@@ -22,6 +23,8 @@ _FLAG_KEYS = {
     "dtype": "dtype",
     "threads": "threads",
     "max_new_tokens": "max_new_tokens",
+    "reasoning_tokens": "reasoning_tokens",
+    "answer_tokens": "answer_tokens",
     "context_limit": "context_limit",
     "temperature": "temperature",
     "top_p": "top_p",
@@ -56,8 +59,15 @@ def add_trust_remote_code(parser: argparse.ArgumentParser | argparse._ArgumentGr
 def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("generation")
     group.add_argument(
-        "--max-new-tokens", type=int, metavar="N", help=f"per stage (default {DEFAULT_MAX_NEW_TOKENS})"
+        "--max-new-tokens",
+        type=int,
+        metavar="N",
+        help=f"per stage; sets both budgets below (default {DEFAULT_MAX_NEW_TOKENS})",
     )
+    group.add_argument(
+        "--reasoning-tokens", type=int, metavar="N", help="the reasoning's budget (0 = no reasoning)"
+    )
+    group.add_argument("--answer-tokens", type=int, metavar="N", help="the answer's budget")
     group.add_argument(
         "--context-limit",
         type=int,
@@ -77,6 +87,17 @@ def effective_config(args: argparse.Namespace) -> config.ResolvedConfig:
     if resolved is None:
         flags = {key: getattr(args, attr, None) for attr, key in _FLAG_KEYS.items()}
         resolved = config.resolve(flags)
+        if flags["max_new_tokens"] is not None:
+            # The flag sets both stages: a stage's budget from the environment or the file gives way.
+            # Left unset rather than copied, so that a later max_new_tokens (the app's settings) still
+            # sets both.
+            unset = [key for key in ("reasoning_tokens", "answer_tokens") if flags[key] is None]
+            source = f"flag {config.FLAGS['max_new_tokens']}"
+            resolved = replace(
+                resolved,
+                config=replace(resolved.config, **dict.fromkeys(unset)),
+                sources={**resolved.sources, **dict.fromkeys(unset, source)},
+            )
         setattr(args, _RESOLVED, resolved)
     return resolved
 

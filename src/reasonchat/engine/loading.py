@@ -77,14 +77,14 @@ def _has_tokenizer_files(directory: Path) -> bool:
 
 
 WEIGHT_INDEX = "model.safetensors.index.json"
-_WEIGHT_NAMES = ("model.safetensors", WEIGHT_INDEX, "pytorch_model.bin", "pytorch_model.bin.index.json")
+_WEIGHT_NAMES = ("model.safetensors", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
-def check_checkpoint(directory: str | os.PathLike[str], *, weights: bool = True) -> None:
+def check_checkpoint(directory: str | os.PathLike[str]) -> None:
     """The files of a local checkpoint that transformers reads first, checked so that a broken one is
     one ``ModelLoadError`` naming the file: transformers lets safetensors' ``SafetensorError`` (which
     names no file) escape as a traceback, and reports a config.json that is not JSON as a tokenizer
-    problem. ``weights``: also the weight files (a tokenizer-only directory has none)."""
+    problem."""
     root = Path(directory)
     config = root / "config.json"
     try:
@@ -95,8 +95,6 @@ def check_checkpoint(directory: str | os.PathLike[str], *, weights: bool = True)
         raise ModelLoadError(f"{config} is not valid JSON ({_first_line(err)})") from None
     if not isinstance(data, dict):
         raise ModelLoadError(f"{config} is not a JSON object")
-    if not weights:
-        return
     index = root / WEIGHT_INDEX
     if index.is_file():
         try:

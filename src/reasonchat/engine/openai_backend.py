@@ -70,7 +70,7 @@ MAX_CHARS_PER_TOKEN = 8
 # An error body is read only this far: it is quoted in one line.
 _ERROR_BODY_BYTES = 64 * 1024
 
-_FINISH_REASONS: dict[str, StopReason] = {"stop": "eos", "length": "max_new_tokens"}
+_FINISH_REASONS: dict[str, StopReason] = {"stop": "eos", "length": "budget"}
 _RETRYABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError)
 _POLL_S = 0.05
 _COUNT_CACHE = 64
@@ -218,7 +218,7 @@ class OpenAIBackend:
             raise RuntimeError("OpenAIBackend.connect() was not called")
         prompt_tokens = self.count_tokens(request.prompt)
         max_tokens = cap_new_tokens(
-            request.stage, prompt_tokens, request.context_limit, request.settings.max_new_tokens
+            request.stage, prompt_tokens, request.context_limit, request.settings.budget(request.stage)
         )
         self._cancel = request.cancel
         stream = _CompletionStream(self, request, prompt_tokens, max_tokens, self._body(request, max_tokens))
@@ -648,7 +648,7 @@ class _CompletionStream:
             self.stats.new_tokens = self._budget.tokens
             yield kept
         if not within:
-            self.stats.stop_reason = "max_new_tokens"
+            self.stats.stop_reason = "budget"
             self._set_decode_time()
         return within
 

@@ -58,7 +58,7 @@ class ScriptedBackend:
     def stream(self, request: StageRequest) -> _ScriptedStream:
         prompt_tokens = self.count_tokens(request.prompt)
         budget = cap_new_tokens(
-            request.stage, prompt_tokens, request.context_limit, request.settings.max_new_tokens
+            request.stage, prompt_tokens, request.context_limit, request.settings.budget(request.stage)
         )
         self.requests.append(request)
         self._current = request.cancel
@@ -94,7 +94,7 @@ class _ScriptedStream:
                 stats.stop_reason = "cancelled"
                 break
             if stats.new_tokens >= self.budget:
-                stats.stop_reason = "max_new_tokens"
+                stats.stop_reason = "budget"
                 break
             if self.backend.fail_at == (self.request.stage, stats.new_tokens):
                 raise GenerationError("scripted failure")

@@ -89,7 +89,7 @@ class TransformersBackend:
     def stream(self, request: StageRequest) -> _TransformersStream:
         prompt_ids = self.encode(request.prompt)
         max_new = cap_new_tokens(
-            request.stage, len(prompt_ids), request.context_limit, request.settings.max_new_tokens
+            request.stage, len(prompt_ids), request.context_limit, request.settings.budget(request.stage)
         )
         self._cancel = request.cancel
         return _TransformersStream(self, request, prompt_ids, max_new)
@@ -198,7 +198,7 @@ class _TransformersStream:
         elif request.cancel.is_set():
             stats.stop_reason = "cancelled"
         elif len(self.generated) >= self.max_new:
-            stats.stop_reason = "max_new_tokens"
+            stats.stop_reason = "budget"
         else:
             stats.stop_reason = "eos"
         if backend.prefix is not None:

@@ -38,6 +38,7 @@ KEEP_ABOVE = 1
 _STOPS = {
     "cancelled": "cancelled",
     "max_new_tokens": "stopped at the token limit",
+    "budget": "stopped at the token limit",
     "error": "failed",
 }
 
