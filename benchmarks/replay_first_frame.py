@@ -143,12 +143,18 @@ def tmux_first_frame(code: str, argv: list[str], env: dict[str, str], size: tupl
     session = f"rcbench{os.getpid()}"
     command = shlex.join([sys.executable, "-c", "import sys\n" + code, *argv])
     full_env = {**os.environ, **env}
-    started = time.perf_counter()
-    subprocess.run(
-        ["tmux", "new-session", "-d", "-s", session, "-x", str(size[0]), "-y", str(size[1]), command],
-        env=full_env,
-        check=True,
-    )
+    for attempt in range(3):  # a tmux server still exiting from the last session refuses the first
+        started = time.perf_counter()
+        created = subprocess.run(
+            ["tmux", "new-session", "-d", "-s", session, "-x", str(size[0]), "-y", str(size[1]), command],
+            env=full_env,
+            capture_output=True,
+        )
+        if created.returncode == 0:
+            break
+        time.sleep(0.2)
+    else:
+        raise RuntimeError(f"tmux new-session failed: {created.stderr.decode(errors='replace').strip()}")
     try:
         deadline = started + 60
         while time.perf_counter() < deadline:

@@ -41,7 +41,10 @@ from tui_stream import markdown_text  # noqa: E402
 REASONING_END = "ZZQREASONEND"
 ANSWER_END = "ZZQANSWEREND"
 # Letters typed while streaming: none of them occurs in the model's text.
-KEY_LETTERS = [chr(c) for c in [*range(0x3B1, 0x3CA), *range(0x430, 0x450), *range(0x391, 0x3AA), *range(0x410, 0x430)]]
+# (U+03A2 is unassigned: skipped.)
+KEY_LETTERS = [
+    chr(c) for c in [*range(0x3B1, 0x3CA), *range(0x430, 0x450), *range(0x391, 0x3AA), *range(0x410, 0x430)] if c != 0x3A2
+]
 SIZE = (120, 36)
 
 

@@ -38,6 +38,8 @@ class TurnEnded:
 
 
 PipeItem = TurnEvent | TurnEnded
+# A stage operation on the session's last turn (``think_more``, a ``reanswer``), given the event sink.
+Operation = Callable[[Callable[[TurnEvent], None]], object]
 
 
 class TurnPipe:
@@ -112,8 +114,9 @@ def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
-def generate(session: ChatSession, text: str | None, run: Run) -> None:
-    """Thread body: ask ``text`` (or regenerate the last turn when ``None``) and forward every event.
+def generate(session: ChatSession, text: str | None, run: Run, operation: Operation | None = None) -> None:
+    """Thread body: ask ``text`` (or regenerate the last turn when ``None``, or run ``operation`` when
+    given) and forward every event.
 
     Model text goes as it is: the panes sanitize it (across chunk boundaries) where it is shown.
     """
@@ -125,7 +128,9 @@ def generate(session: ChatSession, text: str | None, run: Run) -> None:
         pipe.put(event)
 
     try:
-        if text is not None:
+        if operation is not None:
+            operation(on_event)
+        elif text is not None:
             session.ask(text, on_event)
         else:
             session.retry(on_event)

@@ -22,12 +22,13 @@ from textual.widgets import Footer, TextArea
 
 from reasonchat.conversation import Conversation, Stage, Turn
 from reasonchat.engine.protocol import Backend, ContextOverflow, GenerationSettings
-from reasonchat.engine.turn import StageStarted
+from reasonchat.engine.turn import StageStarted, TextChunk
 from reasonchat.errors import StoreError, UserError
 from reasonchat.sanitize import for_screen, sanitize
 from reasonchat.session import ChatSession, placed_after_notice
 from reasonchat.tui import worker
 from reasonchat.budget import ContextUsage, drop_oldest_turns, generation_reserve
+from reasonchat.tui.dialogs.edit_reasoning import EditReasoningDialog
 from reasonchat.tui.dialogs.error import ErrorDialog
 from reasonchat.tui.dialogs.overflow import OverflowChoice, OverflowDialog
 from reasonchat.tui.dialogs.settings import SettingsDialog
@@ -51,8 +52,36 @@ BUSY_HINT = "Still working on the last message: wait for it, or press Esc to can
 CHANGED_ELSEWHERE = "Another reasonchat changed this conversation: showing it as saved now."
 # Counting the next prompt tokenizes the whole history: wait for a pause in typing.
 COUNT_DELAY_S = 0.15
+# The reasoning budgets one key cycles through; the last stands for the most the context allows.
+BUDGET_PRESETS = (0, 64, 256, 1024)
+# The composer's title in each sending mode (cycled in this order).
+COMPOSE_MODE_TITLES = {
+    "ask": "",
+    "write": "you write the reasoning · ctrl+l",
+    "skip": "no reasoning · ctrl+l",
+}
 # How long quitting waits for a cancelled generation to stop and save its partial turn.
 QUIT_WAIT_S = 10.0
+
+
+def next_budget(current: int, context_limit: int) -> int:
+    """The preset after ``current`` (the budget in force); after the most, off again."""
+    presets = (*BUDGET_PRESETS, context_limit)
+    # A budget past the context is the most already: the context caps it.
+    current = min(current, context_limit)
+    return next((tokens for tokens in presets if tokens > current), 0)
+
+
+def budget_label(tokens: int | None, context_limit: int) -> str:
+    """The status bar's word for a reasoning budget; ``None`` (the per-stage default): nothing, so the
+    bar says only what the user chose."""
+    if tokens is None:
+        return ""
+    if tokens == 0:
+        return "no reasoning"
+    if tokens >= context_limit:
+        return "reasoning ≤ max"
+    return f"reasoning ≤ {tokens:,}"
 
 
 class ChatScreen(Screen[None]):
@@ -60,6 +89,9 @@ class ChatScreen(Screen[None]):
     ESCAPE_TO_MINIMIZE = False
     BINDINGS = [
         Binding("escape", "cancel", "Cancel", id="cancel"),
+        # Next to Cancel: the footer is cut at 80 columns, and both show only while a run streams.
+        # A function key: the composer (a TextArea, focused nearly always) takes ctrl+e and most ctrl keys.
+        Binding("f5", "answer_now", "Answer now", id="answer_now"),
         Binding("ctrl+r", "regenerate", "Regen", id="regenerate"),
         Binding("ctrl+t", "toggle_reasoning", "Reasoning", id="toggle_reasoning"),
         Binding("ctrl+f", "maximize_reasoning", "Max", id="maximize_reasoning", show=False),
@@ -68,6 +100,12 @@ class ChatScreen(Screen[None]):
         Binding("f3", "copy_answer", "Copy", id="copy_answer"),
         Binding("f4", "copy_reasoning", "Copy reasoning", id="copy_reasoning", show=False),
         Binding("ctrl+g", "settings", "Settings", id="settings"),
+        # Function keys every terminal delivers that the composer leaves free (it takes f6 and f7).
+        Binding("f9", "cycle_reasoning_budget", "Budget", id="cycle_reasoning_budget", show=False),
+        Binding("f8", "think_more", "Think more", id="think_more", show=False),
+        Binding("f2", "edit_reasoning", "Edit reasoning", id="edit_reasoning", show=False),
+        # ctrl+l: free in the composer, unlike ctrl+enter, which most terminals never deliver.
+        Binding("ctrl+l", "cycle_compose_mode", "Mode", id="cycle_compose_mode", show=False),
     ]
     PALETTE: tuple[tuple[str, str, str], ...] = (
         ("New conversation", "new_conversation", "Start over with the same system prompt"),
@@ -79,9 +117,23 @@ class ChatScreen(Screen[None]):
         ("Maximise reasoning pane", "maximize_reasoning", "Give the Reasoning pane the whole screen, or restore it"),
         ("Regenerate last turn", "regenerate", "Run both stages of the last turn again (or retry loading)"),
         ("Generation settings", "settings", "Max new tokens per stage, temperature"),
+        ("Answer now", "answer_now", "End the reasoning where it is and answer from it (f5)"),
+        ("Cycle reasoning budget", "cycle_reasoning_budget", "Off, 64, 256, 1,024 or the most tokens (f9)"),
+        ("Think more", "think_more", "Go on with the last reasoning for another budget, then answer again (f8)"),
+        ("Edit reasoning", "edit_reasoning", "Change the last reasoning and answer again from it (f2)"),
+        (
+            "Write the reasoning or skip it",
+            "cycle_compose_mode",
+            "Send with your own reasoning, none, or the model's (ctrl+l)",
+        ),
     )
 
     busy: reactive[bool] = reactive(False, bindings=True)
+    # The reasoning stage of the current run is streaming, as far as the screen has shown it.
+    reasoning_streaming: reactive[bool] = reactive(False, bindings=True)
+    # How a message is sent: the model reasons ("ask"), the user writes the reasoning ("write"), or
+    # there is none ("skip"). Not initialised at mount: the composer shows nothing for "ask".
+    compose_mode: reactive[str] = reactive("ask", init=False)
 
     def __init__(self, options: AppOptions) -> None:
         super().__init__()
@@ -95,6 +147,7 @@ class ChatScreen(Screen[None]):
         self.load_failed = False
         # A message sent before the model was ready; it runs when the model is.
         self.pending: str | None = None
+        self._pending_reasoning: str | None = None  # the pending message's own reasoning, if any
         self.current_run: worker.Run | None = None
         self._running_text: str | None = None
         self._moved_to_transcript: Turn | None = None
@@ -104,7 +157,7 @@ class ChatScreen(Screen[None]):
         yield Transcript(id="transcript")
         yield TurnView()
         yield Composer(id="composer")
-        yield StatusBar(self.options.model_label, self.context_limit)
+        yield StatusBar(self.options.model_label, self.context_limit, self._budget_label())
         # The palette's key is in the composer's placeholder: its footer slot is needed at 80 columns.
         yield Footer(compact=True, show_command_palette=False)
 
@@ -177,7 +230,7 @@ class ChatScreen(Screen[None]):
         self.model_status.ready()
         if self.pending is not None:
             text, self.pending = self.pending, None
-            self._run(text)
+            self._run(text, reasoning=self._pending_reasoning)
         self._recount()
 
     def on_model_load_failed(self, message: ModelLoadFailed) -> None:
@@ -199,9 +252,40 @@ class ChatScreen(Screen[None]):
     # --- sending -------------------------------------------------------------------------------
 
     async def on_composer_submitted(self, message: Composer.Submitted) -> None:
-        await self.send(message.text)
+        if self.compose_mode == "skip":
+            await self.send(message.text, reasoning="")
+        elif self.compose_mode == "write":
+            self._write_reasoning_for(message.text)
+        else:
+            await self.send(message.text)
 
-    async def send(self, text: str) -> None:
+    def _write_reasoning_for(self, text: str) -> None:
+        if self.busy:
+            self.notify(BUSY_HINT, severity="warning")
+            return
+
+        async def written(reasoning: str | None) -> None:
+            self.composer.focus()
+            if reasoning is not None:
+                await self.send(text, reasoning=reasoning)
+
+        dialog = EditReasoningDialog(
+            "",
+            title="Your reasoning",
+            save_label="Send",
+            hint="The model answers from this instead of reasoning itself (empty: no reasoning).",
+        )
+        self.app.push_screen(dialog, written)
+
+    def watch_compose_mode(self, mode: str) -> None:
+        self.composer.border_title = COMPOSE_MODE_TITLES[mode]
+
+    def action_cycle_compose_mode(self) -> None:
+        modes = tuple(COMPOSE_MODE_TITLES)
+        self.compose_mode = modes[(modes.index(self.compose_mode) + 1) % len(modes)]
+
+    async def send(self, text: str, reasoning: str | None = None) -> None:
+        """Send ``text``; ``reasoning``: the user's own to answer from (``""``: none) instead of the model's."""
         if self.busy:
             self.notify(BUSY_HINT, severity="warning")
             return
@@ -215,12 +299,12 @@ class ChatScreen(Screen[None]):
         self.composer.clear()
         await self._begin(text)
         if self.session is None:
-            self.pending = text
+            self.pending, self._pending_reasoning = text, reasoning
             self.turn_view.indicator.start("Waiting for the model…")
             if self.load_failed:
                 self.notify("The model failed to load: ctrl+r tries again.", severity="warning")
         else:
-            self._run(text)
+            self._run(text, reasoning=reasoning)
 
     async def _begin(self, text: str) -> None:
         """Show ``text`` as the new current turn; the previous one moves to the transcript."""
@@ -244,15 +328,20 @@ class ChatScreen(Screen[None]):
         self.composer.restore(text)
         self.busy = False
 
-    def _run(self, text: str | None) -> None:
-        """Generate in a thread: ask ``text``, or regenerate the last turn when ``None``."""
+    def _run(
+        self, text: str | None, operation: worker.Operation | None = None, *, reasoning: str | None = None
+    ) -> None:
+        """Generate in a thread: ask ``text`` (answered from ``reasoning`` when given), or regenerate
+        the last turn when ``None``, or run ``operation`` (a stage operation on the last turn)."""
         assert self.session is not None
+        if text is not None and reasoning is not None:
+            operation = partial(self.session.ask, text, reasoning=reasoning)
         self.busy = True
         self.current_run = worker.Run(worker.TurnPipe(asyncio.get_running_loop()))
         self.turn_view.indicator.start("Thinking…")
         self.run_worker(self._show_run(self.current_run.pipe), group="render")
         self.run_worker(
-            partial(worker.generate, self.session, text, self.current_run),
+            partial(worker.generate, self.session, text, self.current_run, operation),
             thread=True,
             group="generate",
         )
@@ -265,15 +354,23 @@ class ChatScreen(Screen[None]):
     async def _show_run(self, pipe: worker.TurnPipe) -> None:
         """The run's one channel: each batch updates the panes, then the meter, then ends the run."""
         view = self.turn_view
+        reasoned = False  # did this run generate a reasoning (else it is shown as it stands)
         async for batch in pipe.batches():
             usage = self.meter.usage
             for item in worker.coalesce(batch):
                 if isinstance(item, worker.TurnEnded):
                     self.meter.usage = usage
+                    self.reasoning_streaming = False
                     await self._finish_run(item)
                     return
                 if isinstance(item, StageStarted) and item.stage == "reasoning":
                     view.turn = self.conversation.turns[item.turn_index]
+                    reasoned = True
+                elif isinstance(item, StageStarted) and not reasoned:
+                    # No reasoning stage ran (none, the user's own): show the one answered from.
+                    await view.show_reasoning(self.conversation.turns[item.turn_index])
+                if item.stage == "reasoning" and not isinstance(item, TextChunk):
+                    self.reasoning_streaming = isinstance(item, StageStarted)
                 await view.apply(item)
                 usage = worker.track_usage(usage, item)
             self._note_estimates()
@@ -467,7 +564,27 @@ class ChatScreen(Screen[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "cancel":
             return self.busy  # shown in the footer only while there is something to cancel
+        if action == "answer_now":
+            return self.reasoning_streaming
         return True
+
+    def action_answer_now(self) -> None:
+        # The session is thread-safe (like cancel) and refuses when the reasoning has just ended in
+        # the generating thread, ahead of what the screen has shown.
+        if self.session is not None and self.session.answer_now():
+            self.turn_view.indicator.start("Answering from the reasoning so far…")
+        else:
+            self.notify("The reasoning has already ended.", severity="warning")
+
+    def _budget_label(self) -> str:
+        return budget_label(self.settings.reasoning_tokens, self.context_limit)
+
+    def action_cycle_reasoning_budget(self) -> None:
+        tokens = next_budget(self.settings.budget("reasoning"), self.context_limit)
+        self._apply_settings(replace(self.settings, reasoning_tokens=tokens))
+        label = budget_label(tokens, self.context_limit)
+        when = " from the next stage on" if self.busy else ""
+        self.notify(f"Reasoning budget: {label}{when}.", markup=False)
 
     async def action_cancel(self) -> None:
         if self.pending is not None:
@@ -492,6 +609,56 @@ class ChatScreen(Screen[None]):
             await self.turn_view.start(self.conversation.turns[-1].user, self.conversation.turns[-1])
             self.meter.usage = ContextUsage(self.context_limit)
             self._run(None)
+
+    async def _last_turn_to_steer(self, what: str) -> Turn | None:
+        """The last turn, when it can be worked on now; else ``None``, the user told why."""
+        if self.busy:
+            self.notify(BUSY_HINT, severity="warning")
+        elif self.session is None:
+            self.notify("The model is still loading.", severity="warning")
+        elif not self.conversation.turns:
+            self.notify(f"Nothing to {what} yet: send a message first.")
+        elif await self._reload_if_changed():
+            pass  # the last turn may now be another one: act only on what is on the screen
+        elif self.conversation.turns[-1].reasoning is None:
+            self.notify(f"The last turn has no reasoning to {what}: ctrl+r regenerates it.", severity="warning")
+        else:
+            return self.conversation.turns[-1]
+        return None
+
+    async def _steer(self, turn: Turn, operation: worker.Operation) -> None:
+        await self.turn_view.start(turn.user, turn)
+        self.meter.usage = ContextUsage(self.context_limit)
+        self._run(None, operation)
+
+    async def action_think_more(self) -> None:
+        turn = await self._last_turn_to_steer("think more about")
+        if turn is None or self.session is None:
+            return
+        if self.settings.budget("reasoning") == 0:
+            self.notify("The reasoning budget is off: f9 sets one.", severity="warning")
+            return
+        await self._steer(turn, self.session.think_more)
+
+    async def action_edit_reasoning(self) -> None:
+        turn = await self._last_turn_to_steer("edit")
+        if turn is None:
+            return
+
+        async def saved(reasoning: str | None) -> None:
+            if reasoning is None:
+                self.composer.focus()
+                return
+            session = self.session
+            # Checked again: a run may have started while the editor was open.
+            turns = self.conversation.turns
+            if session is None or self.busy or not turns or turns[-1] is not turn:
+                self.notify("The conversation changed meanwhile: the edit was not used.", severity="warning")
+                return
+            await self._steer(turn, partial(session.reanswer, reasoning))
+            self.composer.focus()
+
+        self.app.push_screen(EditReasoningDialog(turn.reasoning or ""), saved)
 
     async def action_new_conversation(self) -> None:
         if self.busy:
@@ -561,13 +728,17 @@ class ChatScreen(Screen[None]):
         self.app.copy_to_clipboard(sanitize(text))
         self.notify(f"Copied the last {stage} ({len(text):,} characters).")
 
+    def _apply_settings(self, settings: GenerationSettings) -> None:
+        self.settings = settings
+        if self.session is not None:
+            self.session.settings = settings
+        self.query_one(StatusBar).budget = self._budget_label()
+
     def action_settings(self) -> None:
         def saved(settings: GenerationSettings | None) -> None:
             if settings is None:
                 return
-            self.settings = settings
-            if self.session is not None:
-                self.session.settings = settings
+            self._apply_settings(settings)
             temperature = "default" if settings.temperature is None else settings.temperature
             self.notify(f"Max {settings.max_new_tokens:,} new tokens per stage, temperature {temperature}.")
 

@@ -3,7 +3,7 @@
 A GPU server streams thousands of tokens a second; the pane must never be what the user waits for:
 
 - Text is appended with ``Markdown.append`` (which re-parses only the last block) by the pane's own
-  feed task, at most ``MAX_APPEND`` characters a step. ``MarkdownStream`` would join everything
+  feed task, at most ``MAX_APPEND_LINES`` lines a step and one step a frame. ``MarkdownStream`` would join everything
   pending into one append, so a burst would mount hundreds of blocks before a key got its turn.
 - Blocks well above the view are hidden behind one spacer of their height: Textual lays out every
   displayed widget at every layout, so a long stage would otherwise get slower with every block.
@@ -30,17 +30,40 @@ from reasonchat.line_breaks import markdown_parser
 from reasonchat.sanitize import ScreenStream, for_screen
 from reasonchat.tui.widgets.model_markdown import ModelMarkdown
 
-# Characters per append: about ten blocks of ordinary Markdown, a frame's worth of mounting.
-MAX_APPEND = 600
+# Lines per append: about twenty blocks of ordinary Markdown, a frame's worth of mounting. Lines, not
+# characters: new blocks start only at line ends, so a long line (one growing paragraph, which
+# Markdown.append re-renders whole each time) goes in one append instead of many.
+MAX_APPEND_LINES = 48
 # Pane heights of blocks kept displayed above the view; what lies further up is hidden.
 KEEP_ABOVE = 1
+# Settles a block must have been laid out for before it may be hidden.
+SETTLED_AFTER = 2
 
 _STOPS = {
     "cancelled": "cancelled",
     "max_new_tokens": "stopped at the token limit",
     "budget": "stopped at the token limit",
+    "answer_now": "answered early",
     "error": "failed",
 }
+# Stop reasons of a reasoning cut by its token budget (``max_new_tokens``: saved before budgets per stage).
+_BUDGET_STOPS = ("budget", "max_new_tokens")
+
+
+def reasoning_title(source: str | None, stats: StageStats | None) -> str:
+    """The Reasoning pane's title: where the reasoning came from, and whether it was cut short, so a
+    reader knows how far to trust the answer that follows it."""
+    if source == "none":
+        return "No reasoning"
+    if source == "user":
+        return "Reasoning · written by you"
+    if source == "edited":
+        return "Reasoning · edited by you"
+    if stats is not None and stats.stop_reason in _BUDGET_STOPS:
+        return f"Reasoning · cut at {stats.new_tokens:,} tokens (budget)"
+    if stats is not None and stats.stop_reason == "answer_now":
+        return "Reasoning · answered early"
+    return "Reasoning"
 
 
 def stats_line(stats: StageStats | None) -> str:
@@ -53,12 +76,14 @@ def stats_line(stats: StageStats | None) -> str:
     return " · ".join(parts)
 
 
-def split_for_append(text: str, limit: int = MAX_APPEND) -> tuple[str, str]:
-    """At most ``limit`` characters now, ending at a line end where there is one; the rest later."""
-    if len(text) <= limit:
-        return text, ""
-    cut = text.rfind("\n", 0, limit) + 1 or limit
-    return text[:cut], text[cut:]
+def split_for_append(text: str, limit: int = MAX_APPEND_LINES) -> tuple[str, str]:
+    """At most ``limit`` lines now (cut after a line end); the rest later."""
+    cut = -1
+    for _ in range(limit):
+        cut = text.find("\n", cut + 1)
+        if cut < 0:
+            return text, ""
+    return text[: cut + 1], text[cut + 1 :]
 
 
 class StageMarkdown(ModelMarkdown):
@@ -77,7 +102,7 @@ class StageMarkdown(ModelMarkdown):
 
 class _Feed:
     """Appends what the pane is given, in order, in a task of its own (never more than one append at
-    a time, and never one longer than ``MAX_APPEND``)."""
+    a time, and never one of more than ``MAX_APPEND_LINES`` lines)."""
 
     def __init__(self, pane: StagePane) -> None:
         self._pane = pane
@@ -109,7 +134,9 @@ class _Feed:
                 self._pending[:] = [rest] if rest else []
                 # Shielded: a cancel (the pane cleared) must not leave Markdown.append half done.
                 await asyncio.shield(self._pane.markdown.append(head))
-                self._pane.schedule_settle()
+                # One append a frame: the screen lays out and paints (and keys are handled) between
+                # two appends, and what arrives meanwhile goes into the next one.
+                await self._pane.settle()
             self._idle.set()
 
 
@@ -132,6 +159,8 @@ class StagePane(Vertical):
         self._hidden_at_width = 0
         self._spacer_height = 0
         self._trimmed: MarkdownBlock | None = None  # the last block, shown without its bottom margin
+        self._settles = 0
+        self._first_seen: dict[MarkdownBlock, int] = {}  # the settle at which each shown block was first laid out
         self._settle_scheduled = False
         self._settled = asyncio.Event()
         self._settled.set()
@@ -166,11 +195,14 @@ class StagePane(Vertical):
 
     # --- the stage's life ----------------------------------------------------------------------
 
-    async def begin(self) -> None:
+    async def begin(self, prefix: str = "") -> None:
+        """A stage starts; ``prefix``: the text it goes on from (think more), shown before what streams."""
         await self.clear()
         self.border_subtitle = "…"
         self._follow = True
         self._feed = _Feed(self)
+        if prefix:
+            self.write(prefix)
 
     def write(self, text: str) -> None:
         """Model text as it streams (made safe and visible here, across chunk boundaries)."""
@@ -216,6 +248,7 @@ class StagePane(Vertical):
 
     async def _render_whole(self, text: str) -> None:
         self._reveal(len(self._hidden))
+        self._first_seen.clear()
         await self.markdown.update(text)
 
     async def _streamed_matches(self, text: str) -> bool:
@@ -294,11 +327,18 @@ class StagePane(Vertical):
             return
         placements = {placement.widget: placement for placement in markdown.arrange(markdown.size).placements}
         shown = [block for block in markdown.blocks() if block.display]
+        self._settles += 1
+        for block in shown:
+            self._first_seen.setdefault(block, self._settles)
         hide: list[tuple[MarkdownBlock, int]] = []
-        # Never the last block: Markdown.append updates it in place.
+        # Never the last block: Markdown.append updates it in place. Nor one laid out for less than
+        # SETTLED_AFTER settles: a table, say, takes its final height a frame after it is mounted,
+        # and a hidden block's height is the one it had when it was hidden.
         for block, following in zip(shown, shown[1:]):
             here, after = placements.get(block), placements.get(following)
             if here is None or after is None or after.region.y >= threshold:
+                break
+            if self._settles - self._first_seen[block] < SETTLED_AFTER:
                 break
             hide.append((block, here.region.y - here.margin.top))
         if not hide:
@@ -307,6 +347,7 @@ class StagePane(Vertical):
         with self.app.batch_update():
             for block, _ in hide:
                 block.display = False
+                del self._first_seen[block]
             self._hidden.extend(hide)
             # The spacer and the first kept block's top margin put it exactly where it was.
             self._set_spacer(kept.region.y - kept.margin.top)

@@ -63,11 +63,27 @@ class ModelStatus(Static):
 
 
 class StatusBar(Horizontal):
-    def __init__(self, model_label: str, context_limit: int) -> None:
+    def __init__(self, model_label: str, context_limit: int, budget: str = "") -> None:
         super().__init__(id="status-bar")
         self._model_label = model_label
         self._context_limit = context_limit
+        self._budget = budget
 
     def compose(self) -> ComposeResult:
         yield ModelStatus(self._model_label, id="model-status")
+        budget = Static(self._budget, id="reasoning-budget", markup=False)
+        budget.display = bool(self._budget)
+        yield budget
         yield TokenMeter(self._context_limit, id="token-meter")
+
+    @property
+    def budget(self) -> str:
+        """The reasoning budget the user chose, in words; empty: the default, and nothing shown."""
+        return self._budget
+
+    @budget.setter
+    def budget(self, label: str) -> None:
+        self._budget = label
+        widget = self.query_one("#reasoning-budget", Static)
+        widget.update(label)
+        widget.display = bool(label)

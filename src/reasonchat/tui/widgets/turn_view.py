@@ -10,7 +10,7 @@ from textual.widgets import Static
 from reasonchat.conversation import Stage, Turn
 from reasonchat.engine.turn import StageStarted, TextChunk, TurnEvent
 from reasonchat.sanitize import for_screen
-from reasonchat.tui.widgets.stage_pane import StagePane
+from reasonchat.tui.widgets.stage_pane import StagePane, reasoning_title
 from reasonchat.tui.widgets.thinking import ThinkingIndicator
 
 WELCOME = (
@@ -23,6 +23,8 @@ class TurnView(Vertical):
     def __init__(self) -> None:
         super().__init__(id="turn-view", classes="-empty")
         self.turn: Turn | None = None
+        # The Reasoning pane's title before the collapsed hint (provenance, cuts).
+        self._reasoning_title = "Reasoning"
 
     def compose(self) -> ComposeResult:
         yield Static(WELCOME, id="welcome", markup=False)
@@ -46,7 +48,12 @@ class TurnView(Vertical):
     def toggle_reasoning(self) -> None:
         """Collapse the Reasoning pane to a bar above the Answer (which gets the width), or restore it."""
         self.toggle_class("-reasoning-collapsed")
-        title = "Reasoning (hidden · ctrl+t shows it)" if self.reasoning_collapsed else "Reasoning"
+        self.title_reasoning(self._reasoning_title)
+
+    def title_reasoning(self, title: str) -> None:
+        self._reasoning_title = title
+        if self.reasoning_collapsed:
+            title = f"{title} (hidden · ctrl+t shows it)"
         self.pane("reasoning").border_title = title
 
     async def start(self, text: str, turn: Turn | None = None) -> None:
@@ -54,6 +61,7 @@ class TurnView(Vertical):
         self.turn = turn
         self.remove_class("-empty")
         self.query_one("#question", Static).update(f"› {for_screen(text)}")
+        self.title_reasoning("Reasoning")
         for stage in ("reasoning", "answer"):
             await self.pane(stage).clear()
 
@@ -64,18 +72,29 @@ class TurnView(Vertical):
         if isinstance(event, StageStarted):
             if event.stage == "answer":
                 self.indicator.stop()
-            await pane.begin()
+            if event.stage == "reasoning":
+                self.title_reasoning("Reasoning")
+            await pane.begin(event.prefix)
         elif isinstance(event, TextChunk):
             pane.write(event.text)
             if event.stage == "reasoning":
                 self.indicator.tokens = event.new_tokens
         else:
             await pane.finish(event.text, event.stats)
+            if event.stage == "reasoning":
+                source = self.turn.reasoning_source if self.turn is not None else None
+                self.title_reasoning(reasoning_title(source, event.stats))
+
+    async def show_reasoning(self, turn: Turn) -> None:
+        """``turn``'s reasoning as it stands, titled (one that was not generated: written, edited)."""
+        self.turn = turn
+        self.title_reasoning(reasoning_title(turn.reasoning_source, turn.reasoning_stats))
+        await self.pane("reasoning").show(turn.reasoning or "", turn.reasoning_stats)
 
     async def show_turn(self, turn: Turn) -> None:
         """A finished (or saved) turn, whole."""
         await self.start(turn.user, turn)
-        await self.pane("reasoning").show(turn.reasoning or "", turn.reasoning_stats)
+        await self.show_reasoning(turn)
         await self.pane("answer").show(turn.answer or "", turn.answer_stats)
 
     async def reset(self) -> None:
@@ -83,5 +102,6 @@ class TurnView(Vertical):
         self.indicator.stop()
         self.add_class("-empty")
         self.query_one("#question", Static).update("")
+        self.title_reasoning("Reasoning")
         for stage in ("reasoning", "answer"):
             await self.pane(stage).clear()
