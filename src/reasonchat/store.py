@@ -108,10 +108,15 @@ _V1 = (
 )
 
 
-def _migrate_to_v1(conn: sqlite3.Connection) -> None:
-    # Statement by statement: executescript() would COMMIT the migration's transaction first.
-    for statement in _V1:
-        conn.execute(statement)
+def _statements(statements: tuple[str, ...]) -> Callable[[sqlite3.Connection], None]:
+    """A migration that runs ``statements`` in order, inside the migration's transaction."""
+
+    def migrate(conn: sqlite3.Connection) -> None:
+        # Statement by statement: executescript() would COMMIT the migration's transaction first.
+        for statement in statements:
+            conn.execute(statement)
+
+    return migrate
 
 
 # Two writers on one conversation (two `ask --continue`, the app and `ask`) must not overwrite each
@@ -135,11 +140,6 @@ _V2 = (
 )
 
 
-def _migrate_to_v2(conn: sqlite3.Connection) -> None:
-    for statement in _V2:
-        conn.execute(statement)
-
-
 # Provenance: who wrote each reasoning, and the model's first reasoning and answer once the user
 # changed one. Every turn stored before was the model's own, hence the default; adding columns
 # rewrites no row, so the search index is untouched.
@@ -150,16 +150,11 @@ _V3 = (
 )
 
 
-def _migrate_to_v3(conn: sqlite3.Connection) -> None:
-    for statement in _V3:
-        conn.execute(statement)
-
-
 # MIGRATIONS[i] takes the schema from version i to i + 1; a new version is one more function here.
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
-    _migrate_to_v1,
-    _migrate_to_v2,
-    _migrate_to_v3,
+    _statements(_V1),
+    _statements(_V2),
+    _statements(_V3),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
