@@ -215,3 +215,25 @@ def test_the_store_commands_never_import_torch_transformers_or_textual(isolated_
         [sys.executable, "-c", code], capture_output=True, timeout=60, env=dict(os.environ)
     )
     assert (result.returncode, result.stdout, result.stderr) == (0, b"[]\n", b"[]\n")
+
+
+def test_list_search_by_provenance_and_a_wrong_filter_in_one_line(isolated_dirs: Path) -> None:
+    from reasonchat.conversation import Conversation, StageStats
+    from reasonchat.store import Store
+
+    conv = Conversation(title="steered")
+    turn = conv.add_turn("cut short")
+    turn.reasoning, turn.reasoning_stats = "half", StageStats(stop_reason="answer_now")
+    other = Conversation(title="plain")
+    other.add_turn("hello").reasoning = "hi"
+    with Store.open(isolated_dirs) as store:
+        store.save(conv)
+        store.save(other)
+
+    found = json.loads(ok(reasonchat("list", "--json", "--search", "stop:answer_now", data_dir=isolated_dirs)))
+    assert [item["id"] for item in found] == [conv.id]
+    result = reasonchat("list", "--search", "source:alien", data_dir=isolated_dirs)
+    assert result.returncode != 0 and result.stdout == b""
+    assert result.stderr.decode().splitlines() == [
+        "reasonchat: error: unknown source 'alien' in the search (choose from model, edited, user, none)"
+    ]

@@ -113,3 +113,37 @@ def test_a_file_with_non_finite_chunk_times_is_refused_with_a_clear_message() ->
         assert bad.encode() in data
         with pytest.raises(UserError, match="finite, non-negative seconds"):
             load_bytes(data, "conv.json")
+
+
+def _turn(**fields) -> "Turn":
+    from reasonchat.conversation import Turn
+
+    base = dict(user="q", reasoning="r1 r2", answer="a", reasoning_stats=StageStats(stop_reason="eos"))
+    return Turn(**(base | fields))
+
+
+@pytest.mark.parametrize(
+    ("fields", "step"),
+    [
+        ({}, None),
+        ({"reasoning_source": "none", "reasoning": ""}, "you skipped the reasoning"),
+        ({"reasoning_source": "user"}, "you wrote this reasoning"),
+        ({"reasoning_source": "edited", "original_reasoning": "x"}, "you edited this reasoning (the model's own is kept)"),
+        ({"reasoning_stats": StageStats(stop_reason="answer_now")}, "you stopped the reasoning here and asked for the answer"),
+        ({"original_reasoning": "r1", "original_answer": "old"}, "you asked the model to think more"),
+        ({"original_reasoning": "r1 r2", "original_answer": "old"}, "you asked for a new answer"),
+    ],
+)
+def test_the_timeline_marks_where_the_user_stepped_in(fields, step) -> None:
+    from reasonchat.replay import step_in
+
+    conv = Conversation()
+    conv.turns.append(_turn(**fields))
+    events = list(timeline(conv))
+    assert step_in(conv.turns[0]) == step
+    marked = [e for e in events if e.step is not None]
+    if step is None:
+        assert marked == []
+    else:
+        # Once, on the reasoning's last event: where the answer was started from.
+        assert [(e.stage, e.final, e.step) for e in marked] == [("reasoning", True, step)]

@@ -551,3 +551,31 @@ def test_a_damaged_stats_column_is_a_store_error_naming_the_file(isolated_dirs: 
     with Store.open() as store, pytest.raises(StoreError, match="conversations.db") as info:
         store.get(conv.id)
     assert "damaged" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_search_filters_turns_by_provenance_and_stop_reason(store: Store) -> None:
+    edited, stopped, plain = Conversation(title="source talk"), Conversation(), Conversation()
+    turn = edited.add_turn("what is 2+2")
+    turn.reasoning, turn.reasoning_source, turn.original_reasoning = "it is 5", "edited", "it is 4"
+    edited.add_turn("and the moon").reasoning = "rocks"
+    turn = stopped.add_turn("long one")
+    turn.reasoning, turn.reasoning_stats = "half", StageStats(stop_reason="answer_now")
+    turn.answer, turn.answer_stats = "an answer", StageStats(stop_reason="eos")
+    plain.add_turn("the moon").reasoning = "far"
+    for conv in (edited, stopped, plain):
+        store.save(conv)
+
+    assert [s.id for s in store.list(search="source:edited")] == [edited.id]
+    assert [s.id for s in store.list(search="stop:answer_now")] == [stopped.id]
+    assert {s.id for s in store.list(search="STOP:eos")} == {stopped.id}
+    # Words and filters hold for one turn: the edited turn is not about the moon.
+    assert [s.id for s in store.list(search="source:edited 2+2")] == [edited.id]
+    assert store.list(search="source:edited moon") == []
+    # A title never satisfies a filter ("source" is in the title, not a reason to list it).
+    assert {s.id for s in store.list(search="source:model moon")} == {edited.id, plain.id}
+    (summary,) = store.list(search="source:edited")
+    assert summary.snippet == "what is 2+2"  # the turn it found, from its start
+    with pytest.raises(UserError, match=r"^unknown source 'mine' in the search \(choose from model, edited, user, none\)$"):
+        store.list(search="source:mine")
+    # Other words with a colon are text to find, as before.
+    assert store.list(search="note:1") == []

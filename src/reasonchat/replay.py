@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from reasonchat.conversation import STAGES, Conversation, Stage, StageStats
+from reasonchat.conversation import STAGES, Conversation, Stage, StageStats, Turn
 
 SPEEDS = {"1": 1.0, "2": 2.0, "4": 4.0, "instant": 0.0}
 # What the speed key steps through while a replay plays (instant is a jump to the end instead).
@@ -35,6 +35,28 @@ class ReplayEvent:
     stage: Stage | None
     text: str
     final: bool = False  # the last event of its stage (or the user message): render in full
+    # Where the user stepped in, on the event it happened at (``step_in``): None for the model alone.
+    step: str | None = None
+
+
+def step_in(turn: Turn) -> str | None:
+    """What the user did to ``turn``'s stages, said where the replay reaches it (the end of the
+    reasoning, where the answer was started from), or None if the model ran on its own."""
+    stats = turn.reasoning_stats
+    if turn.reasoning_source == "none":
+        return "you skipped the reasoning"
+    if turn.reasoning_source == "user":
+        return "you wrote this reasoning"
+    if turn.reasoning_source == "edited":
+        return "you edited this reasoning (the model's own is kept)"
+    if stats is not None and stats.stop_reason == "answer_now":
+        return "you stopped the reasoning here and asked for the answer"
+    original = turn.original_reasoning
+    if original is not None and turn.reasoning is not None and turn.reasoning != original:
+        return "you asked the model to think more"  # a model reasoning that changed: continued
+    if turn.original_answer is not None:
+        return "you asked for a new answer"
+    return None
 
 
 def parse_speed(text: str) -> float:
@@ -79,12 +101,14 @@ def turn_events(conversation: Conversation, index: int, start_s: float = 0.0) ->
         text = turn.text(stage)
         if text is None:
             continue
+        step = step_in(turn) if stage == "reasoning" else None
         chunks = recorded_chunks(text, turn.stats(stage)) or steady_chunks(text)
         if not chunks:
-            events.append(ReplayEvent(clock, index, stage, "", final=True))
+            events.append(ReplayEvent(clock, index, stage, "", final=True, step=step))
             continue
         for position, (offset, delta) in enumerate(chunks):
-            events.append(ReplayEvent(clock + offset, index, stage, delta, final=position == len(chunks) - 1))
+            last = position == len(chunks) - 1
+            events.append(ReplayEvent(clock + offset, index, stage, delta, final=last, step=step if last else None))
         clock += chunks[-1][0]
     return events
 

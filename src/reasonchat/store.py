@@ -31,7 +31,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from reasonchat import paths
+from reasonchat import paths, search_query
 from reasonchat.conversation import REASONING_SOURCES, Conversation, StageStats, Turn
 from reasonchat.errors import StoreError, UserError
 from reasonchat.sanitize import sanitize
@@ -376,18 +376,19 @@ class Store:
         self, search: str | None = None, limit: int | None = None
     ) -> list[ConversationSummary]:
         """Conversations, most recently updated first; with ``search``, those where every
-        whitespace-separated term occurs (case-insensitively) in one turn, or in the title."""
-        terms = search.split() if search else []
+        whitespace-separated word occurs (case-insensitively) in one turn, or in the title, and that
+        turn passes every ``name:value`` filter (``search_query``)."""
+        query = search_query.parse(search)
+        terms = list(query.words)
         with self._guard():
-            if not terms:
+            if not query:
                 return [ConversationSummary(*row) for row in self._summary_rows("", [], limit)]
-            hits = self._first_matching_turns(terms)
-            in_title = " AND ".join([r"c.title LIKE ? ESCAPE '\'"] * len(terms))
-            rows = self._summary_rows(
-                f"WHERE c.id IN (SELECT value FROM json_each(?)) OR ({in_title})",
-                [json.dumps(list(hits)), *map(_like_pattern, terms)],
-                limit,
-            )
+            hits = self._first_matching_turns(query)
+            where, params = "WHERE c.id IN (SELECT value FROM json_each(?))", [json.dumps(list(hits))]
+            if terms and not query.filters:  # a filter is about turns: a title cannot satisfy it
+                where += " OR (" + " AND ".join([r"c.title LIKE ? ESCAPE '\'"] * len(terms)) + ")"
+                params += map(_like_pattern, terms)
+            rows = self._summary_rows(where, params, limit)
             return [
                 ConversationSummary(*row, snippet=self._snippet(row[0], hits.get(row[0]), terms))
                 for row in rows
@@ -517,10 +518,21 @@ class Store:
         sql = f"{_SUMMARY_COLUMNS} {where} ORDER BY c.updated DESC, c.created DESC, c.id LIMIT ?"
         return self._conn.execute(sql, [*params, -1 if limit is None else limit]).fetchall()
 
-    def _first_matching_turns(self, terms: list[str]) -> dict[str, int]:
-        """conversation id -> index of its first turn that contains every term."""
+    def _first_matching_turns(self, query: search_query.SearchQuery) -> dict[str, int]:
+        """conversation id -> index of its first turn that contains every word and passes every filter."""
+        terms = query.words
         indexed = [t for t in terms if len(t) >= MIN_INDEXED_TERM]
         conditions, params = [], []
+        for name, value in query.filters:
+            if name == "source":
+                conditions.append("t.reasoning_source = ?")
+                params.append(value)
+            else:  # either stage's stop reason
+                conditions.append(
+                    "? IN (json_extract(t.reasoning_stats, '$.stop_reason'),"
+                    " json_extract(t.answer_stats, '$.stop_reason'))"
+                )
+                params.append(value)
         if indexed:
             conditions.append("t.id IN (SELECT rowid FROM turns_fts WHERE turns_fts MATCH ?)")
             params.append(" ".join(_fts_phrase(t) for t in indexed))

@@ -477,3 +477,35 @@ async def test_an_instant_replay_never_reads_as_another_speed() -> None:
             await pilot.pause(0.01)
             seen.append(status(screen))
         assert not any("1×" in line for line in seen), seen
+
+
+async def test_the_replay_marks_where_the_user_stepped_in() -> None:
+    plain = timed_turn(1, reasoning_words=4, answer_words=2)
+    stopped = timed_turn(2, reasoning_words=4, answer_words=2)
+    stopped.reasoning_stats.stop_reason = "answer_now"
+    conv = Conversation(title="Steered", turns=[plain, stopped])
+    async with ReplayApp(conv, 4.0, "steered").run_test(size=WIDE) as pilot:
+        screen = await started(pilot)
+        await wait_for(pilot, lambda: screen.shown_turn == 0 and screen._streaming == "answer")
+        assert "✋" not in status(screen)  # the model ran on its own
+        await wait_for(pilot, lambda: screen.finished)
+        await pilot.pause()
+        assert "✋ you stopped the reasoning here and asked for the answer" in status(screen)
+        assert screen.turn_view.pane("reasoning").border_title == "Reasoning · answered early"
+        assert any(n.message == "✋ Here you stopped the reasoning here and asked for the answer." for n in pilot.app._notifications)
+
+
+async def test_an_instant_replay_marks_the_last_turn_and_the_transcript_says_who_wrote_it() -> None:
+    written = timed_turn(1, reasoning_words=3, answer_words=2)
+    written.reasoning_source = "user"
+    edited = timed_turn(2, reasoning_words=3, answer_words=2)
+    edited.reasoning_source, edited.original_reasoning = "edited", "the model's"
+    conv = Conversation(title="Mine", turns=[written, edited])
+    async with ReplayApp(conv, 0.0, "mine").run_test(size=WIDE) as pilot:
+        screen = replay_screen(pilot.app)
+        await wait_for(pilot, lambda: screen.finished)
+        await pilot.pause()
+        assert "✋ you edited this reasoning (the model's own is kept)" in status(screen)
+        assert screen.turn_view.pane("reasoning").border_title == "Reasoning · edited by you"
+        fold = screen.query_one("ReasoningFold")
+        assert str(fold.render()).startswith("▶ Reasoning · written by you")

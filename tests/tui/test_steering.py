@@ -327,3 +327,101 @@ async def test_escape_in_the_written_reasoning_keeps_the_message_unsent() -> Non
         await pilot.pause()
         assert screen.composer.text == "question" and not screen.conversation.turns
         assert backend.requests == []
+
+
+def _overflowing_answer_app(store: Store):
+    # The echo script repeats the question in the reasoning until the context is full: the answer's
+    # prompt then has no room (as in test_flows' overflow tests).
+    return make_app(store=store, context_limit=40)
+
+
+async def _send_until_the_answer_overflows(pilot, app) -> None:
+    from reasonchat.tui.dialogs.overflow import OverflowDialog
+
+    await send(pilot, "a b c d e f g h i j k l m n")
+    await wait_for(pilot, lambda: isinstance(app.screen, OverflowDialog))
+    await pilot.press("escape")
+    await wait_for(pilot, lambda: not isinstance(app.screen, OverflowDialog))
+
+
+async def test_think_more_without_room_keeps_the_turn_and_says_why(store: Store) -> None:
+    from reasonchat.tui.dialogs.overflow import OverflowDialog
+
+    app = _overflowing_answer_app(store)
+    async with app.run_test(size=SMALL) as pilot:
+        screen = chat(app)
+        await wait_ready(pilot)
+        await _send_until_the_answer_overflows(pilot, app)
+        before = screen.conversation.turns[0].to_dict()
+        await pilot.press("f8")
+        await wait_idle(pilot)
+        # Not the overflow dialog: starting over would resend the question and drop the reasoning.
+        assert not isinstance(app.screen, OverflowDialog)
+        assert any(n.message.startswith("No room to think more:") for n in app._notifications)
+        turn = screen.conversation.turns[0]
+        assert turn.to_dict() == before and turn.original_reasoning is None
+        assert screen.turn_view.pane("reasoning").text == turn.reasoning
+    assert store.get(screen.conversation.id).turns[0].to_dict() == before
+
+
+async def test_an_edited_reasoning_without_room_to_answer_is_kept(store: Store) -> None:
+    from reasonchat.tui.dialogs.overflow import OverflowDialog
+
+    app = _overflowing_answer_app(store)
+    async with app.run_test(size=SMALL) as pilot:
+        screen = chat(app)
+        await wait_ready(pilot)
+        await _send_until_the_answer_overflows(pilot, app)
+        model_reasoning = screen.conversation.turns[0].reasoning
+        await pilot.press("f2")
+        await wait_for(pilot, lambda: isinstance(app.screen, EditReasoningDialog))
+        app.screen.query_one(TextArea).load_text(model_reasoning + " and more")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: not isinstance(app.screen, EditReasoningDialog))
+        await wait_idle(pilot)
+        assert not isinstance(app.screen, OverflowDialog)
+        assert any(n.message.startswith("No room to answer from the edited reasoning:") for n in app._notifications)
+        turn = screen.conversation.turns[0]
+        assert (turn.reasoning, turn.reasoning_source) == (model_reasoning + " and more", "edited")
+        assert turn.original_reasoning == model_reasoning
+        assert screen.turn_view.pane("reasoning").text == turn.reasoning
+    saved = store.get(screen.conversation.id).turns[0]
+    assert (saved.reasoning, saved.reasoning_source) == (model_reasoning + " and more", "edited")
+
+
+async def test_a_written_reasoning_goes_with_its_message_into_a_new_conversation(store: Store) -> None:
+    from reasonchat.conversation import Turn
+    from reasonchat.tui.dialogs.overflow import OverflowDialog
+
+    backend = ScriptedBackend(lambda request: "ok" if request.stage == "reasoning" else "fine")
+    message, mine = " ".join(["word"] * 20), "my own steps"
+    # A limit the message overflows after a first turn, but fits alone with its reasoning (and room).
+    alone = Conversation(turns=[Turn(user=message, reasoning=mine)])
+    limit = backend.count_tokens(alone.stage_prompt(0, "answer")) + 4
+    app = make_app(backend, store=store, context_limit=limit)
+
+    def editor_focused() -> bool:
+        return isinstance(app.screen, EditReasoningDialog) and isinstance(app.focused, TextArea)
+
+    async with app.run_test(size=SMALL) as pilot:
+        screen = chat(app)
+        await wait_ready(pilot)
+        await send(pilot, " ".join(["filler"] * 8))
+        await wait_idle(pilot)
+        first = screen.conversation.id
+        await pilot.press("ctrl+l")
+        await send(pilot, message)
+        await wait_for(pilot, editor_focused)
+        app.screen.query_one(TextArea).load_text(mine)
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, OverflowDialog))
+        await pilot.press("n")
+        # The switch comes before the send: wait for the new conversation's answer, then idle.
+        await wait_for(pilot, lambda: screen.conversation.id != first and screen.conversation.turns[-1:]
+                       and screen.conversation.turns[0].complete)
+        await wait_idle(pilot)
+        turn = screen.conversation.turns[0]
+        assert (turn.user, turn.reasoning, turn.reasoning_source) == (message, mine, "user")
+        assert turn.answer_stats.stop_reason == "eos"
+        assert [r.stage for r in backend.requests[-1:]] == ["answer"]
+    assert store.get(screen.conversation.id).turns[0].reasoning_source == "user"

@@ -19,6 +19,7 @@ from reasonchat.cli.output import write_bytes, write_json, write_text
 from reasonchat.conversation import local_time, new_id
 from reasonchat.errors import UserError
 from reasonchat.sanitize import sanitize
+from reasonchat.search_query import SEARCH_HELP
 from reasonchat.store import ConversationSummary, Store, existing_database
 
 SHORT_ID = 8
@@ -31,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub.add_argument(
         "--search",
         metavar="TEXT",
-        help="only conversations with a turn (or title) containing every word of TEXT",
+        help=SEARCH_HELP,
     )
     sub.set_defaults(func=_list)
 

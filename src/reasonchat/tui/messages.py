@@ -43,5 +43,6 @@ class TurnsDropped(Message):
     message alone does not fit."""
 
     text: str
+    reasoning: str | None  # the message's own reasoning, sent again with it
     conversation: Conversation | None
     dropped: int

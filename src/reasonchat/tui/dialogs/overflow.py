@@ -15,11 +15,16 @@ from reasonchat.engine.protocol import ContextOverflow
 OverflowChoice = Literal["new", "drop", "back"]
 
 
-def overflow_text(overflow: ContextOverflow) -> str:
-    what = "With your message, the prompt" if overflow.stage == "reasoning" else "The answer's prompt"
+def no_room_text(overflow: ContextOverflow, what: str = "The prompt") -> str:
     return (
         f"{what} is {overflow.prompt_tokens:,} tokens, which leaves no room to generate within the "
         f"{overflow.limit:,}-token context limit."
+    )
+
+
+def overflow_text(overflow: ContextOverflow) -> str:
+    return no_room_text(
+        overflow, "With your message, the prompt" if overflow.stage == "reasoning" else "The answer's prompt"
     )
 
 

@@ -30,7 +30,7 @@ from reasonchat.tui import worker
 from reasonchat.budget import ContextUsage, drop_oldest_turns, generation_reserve
 from reasonchat.tui.dialogs.edit_reasoning import EditReasoningDialog
 from reasonchat.tui.dialogs.error import ErrorDialog
-from reasonchat.tui.dialogs.overflow import OverflowChoice, OverflowDialog
+from reasonchat.tui.dialogs.overflow import OverflowChoice, OverflowDialog, no_room_text
 from reasonchat.tui.dialogs.settings import SettingsDialog
 from reasonchat.tui.messages import (
     ModelLoaded,
@@ -150,6 +150,9 @@ class ChatScreen(Screen[None]):
         self._pending_reasoning: str | None = None  # the pending message's own reasoning, if any
         self.current_run: worker.Run | None = None
         self._running_text: str | None = None
+        self._running_reasoning: str | None = None  # the running message's own reasoning, if any
+        # What the running stage operation on the last turn does ("think more"), None for a message.
+        self._steering: str | None = None
         self._moved_to_transcript: Turn | None = None
         self._count_timer: Timer | None = None
 
@@ -294,10 +297,11 @@ class ChatScreen(Screen[None]):
         counted = self.meter.next_prompt
         if counted is not None and counted >= self.context_limit and text == self.composer.text:
             # Checked before anything runs or moves: a huge paste goes straight to the dialog.
-            self._open_overflow(ContextOverflow("reasoning", counted, self.context_limit), text)
+            self._open_overflow(ContextOverflow("reasoning", counted, self.context_limit), text, reasoning=reasoning)
             return
         self.composer.clear()
         await self._begin(text)
+        self._running_reasoning = reasoning
         if self.session is None:
             self.pending, self._pending_reasoning = text, reasoning
             self.turn_view.indicator.start("Waiting for the model…")
@@ -383,19 +387,29 @@ class ChatScreen(Screen[None]):
     async def _finish_run(self, ended: worker.TurnEnded) -> None:
         self.turn_view.indicator.stop()
         text, self._running_text = self._running_text, None
+        reasoning, self._running_reasoning = self._running_reasoning, None
+        steering, self._steering = self._steering, None
         if ended.overflow is not None and ended.overflow.stage == "reasoning" and text is not None:
             # Nothing was stored: the conversation is as it was before the message.
             await self._undo_begin(text)
-            self._open_overflow(ended.overflow, text)
+            self._open_overflow(ended.overflow, text, reasoning=reasoning)
             return
         self.busy = False
         self._moved_to_transcript = None
         turn = self.conversation.turns[-1] if self.conversation.turns else None
         self.meter.usage = ContextUsage.of_turn(turn, self.context_limit)
         self._recount()
-        if ended.overflow is not None and turn is not None:
-            # The reasoning was generated and saved; the answer did not fit.
-            self._open_overflow(ended.overflow, turn.user, failed_turn=True)
+        if ended.overflow is not None and turn is not None and steering is not None:
+            # Starting over or dropping turns would resend the question and lose what the user did
+            # to this turn: it stays as the session left it (as it was, or with its edited reasoning).
+            await self.turn_view.show_turn(turn)
+            notice = f"No room to {steering}: {no_room_text(ended.overflow, 'the prompt')} The turn is kept."
+            self.notify(notice, severity="error", markup=False, timeout=10)
+        elif ended.overflow is not None and turn is not None:
+            # The reasoning was generated and saved; the answer did not fit. A reasoning the user
+            # wrote (or skipped) goes with the question when it is sent again.
+            own = turn.reasoning if turn.reasoning_source in ("user", "none") else None
+            self._open_overflow(ended.overflow, turn.user, failed_turn=True, reasoning=own)
         elif ended.error is not None:
             self._show_error("Something went wrong", ended.error, "Your message is kept: ctrl+r retries.")
         elif turn is not None:
@@ -441,12 +455,16 @@ class ChatScreen(Screen[None]):
 
     # --- overflow ------------------------------------------------------------------------------
 
-    def _open_overflow(self, overflow: ContextOverflow, text: str, failed_turn: bool = False) -> None:
+    def _open_overflow(
+        self, overflow: ContextOverflow, text: str, failed_turn: bool = False, *, reasoning: str | None = None
+    ) -> None:
+        """``reasoning``: the message's own (written by the user, ``""`` for none), sent again with it."""
+
         def chosen(choice: OverflowChoice | None) -> None:
             if choice == "new":
-                self.run_worker(self._resend_in(self._fresh_conversation(), text), group="overflow")
+                self.run_worker(self._resend_in(self._fresh_conversation(), text, reasoning), group="overflow")
             elif choice == "drop":
-                self._drop_oldest(text, failed_turn)
+                self._drop_oldest(text, failed_turn, reasoning)
             else:
                 self.composer.focus()
 
@@ -456,7 +474,7 @@ class ChatScreen(Screen[None]):
         return Conversation(system_prompt=self.conversation.system_prompt)
 
     @work(thread=True, group="overflow")
-    def _drop_oldest(self, text: str, failed_turn: bool) -> None:
+    def _drop_oldest(self, text: str, failed_turn: bool, reasoning: str | None) -> None:
         assert self.backend is not None  # an overflow is only known once the model has counted
         source = self.conversation
         if failed_turn:  # the turn whose answer did not fit is dropped with the oldest ones
@@ -468,7 +486,7 @@ class ChatScreen(Screen[None]):
             self.context_limit,
             generation_reserve(self.settings.max_new_tokens, self.context_limit),
         )
-        self.post_message(TurnsDropped(text, shortened, dropped))
+        self.post_message(TurnsDropped(text, reasoning, shortened, dropped))
 
     async def on_turns_dropped(self, message: TurnsDropped) -> None:
         if message.conversation is None:
@@ -485,14 +503,14 @@ class ChatScreen(Screen[None]):
             f"Dropped the {message.dropped} oldest turn(s): this continues as a new conversation; "
             "the full one stays in the history."
         )
-        await self._resend_in(message.conversation, message.text)
+        await self._resend_in(message.conversation, message.text, message.reasoning)
 
-    async def _resend_in(self, conversation: Conversation, text: str) -> None:
+    async def _resend_in(self, conversation: Conversation, text: str, reasoning: str | None) -> None:
         """Switch to ``conversation`` and send ``text`` there (taking it back from the composer)."""
         await self._switch_to(conversation)
         if self.composer.text.startswith(text):
             self.composer.load_text(self.composer.text[len(text) :].lstrip("\n"))
-        await self.send(text)
+        await self.send(text, reasoning=reasoning)
 
     async def _switch_to(self, conversation: Conversation) -> None:
         self.conversation = conversation
@@ -626,9 +644,11 @@ class ChatScreen(Screen[None]):
             return self.conversation.turns[-1]
         return None
 
-    async def _steer(self, turn: Turn, operation: worker.Operation) -> None:
+    async def _steer(self, turn: Turn, operation: worker.Operation, what: str) -> None:
+        """Run ``operation`` on the last turn; ``what`` it does, for a message when it cannot."""
         await self.turn_view.start(turn.user, turn)
         self.meter.usage = ContextUsage(self.context_limit)
+        self._steering = what
         self._run(None, operation)
 
     async def action_think_more(self) -> None:
@@ -638,7 +658,7 @@ class ChatScreen(Screen[None]):
         if self.settings.budget("reasoning") == 0:
             self.notify("The reasoning budget is off: f9 sets one.", severity="warning")
             return
-        await self._steer(turn, self.session.think_more)
+        await self._steer(turn, self.session.think_more, "think more")
 
     async def action_edit_reasoning(self) -> None:
         turn = await self._last_turn_to_steer("edit")
@@ -655,7 +675,7 @@ class ChatScreen(Screen[None]):
             if session is None or self.busy or not turns or turns[-1] is not turn:
                 self.notify("The conversation changed meanwhile: the edit was not used.", severity="warning")
                 return
-            await self._steer(turn, partial(session.reanswer, reasoning))
+            await self._steer(turn, partial(session.reanswer, reasoning), "answer from the edited reasoning")
             self.composer.focus()
 
         self.app.push_screen(EditReasoningDialog(turn.reasoning or ""), saved)

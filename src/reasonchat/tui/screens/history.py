@@ -107,7 +107,7 @@ class HistoryScreen(Screen[HistoryOutcome]):
 
     def compose(self) -> ComposeResult:
         yield Input(
-            placeholder="Search titles and turns as you type (every word must match)",
+            placeholder="Search as you type (every word; source:edited, stop:answer_now…)",
             id="history-search",
         )
         table: DataTable[str] = DataTable(id="history-table", cursor_type="row", zebra_stripes=True)

@@ -26,6 +26,7 @@ from reasonchat.replay import (
     duration,
     next_speed,
     speed_label,
+    step_in,
     turn_events,
 )
 from reasonchat.sanitize import for_screen, sanitize
@@ -76,6 +77,7 @@ class ReplayScreen(Screen[None]):
         self._skip: Literal["turn", "end"] | None = None
         self._wake = asyncio.Event()
         self._streaming: Stage | None = None
+        self.step: str | None = None  # where the user stepped in on the turn in the panes
 
     def compose(self) -> ComposeResult:
         yield Transcript(id="transcript")
@@ -187,8 +189,18 @@ class ReplayScreen(Screen[None]):
                 text = turn.text(event.stage) or ""
                 await view.apply(StageFinished(event.turn_index, event.stage, text, turn.stats(event.stage)))
                 self._streaming = None
+            if event.step is not None:
+                self._mark_step(event.step)
+
+    def _mark_step(self, step: str) -> None:
+        """Where the user stepped in: in the status line for as long as the turn shows, and said once."""
+        self.step = step
+        self._update_status()
+        if not self.instant:
+            self.notify(f"✋ Here {step}.", markup=False)
 
     async def _start_turn(self, index: int) -> None:
+        self.step = None
         if self.shown_turn is not None:
             await self.transcript.add(self.conversation.turns[self.shown_turn])
         self.shown_turn = index
@@ -204,6 +216,7 @@ class ReplayScreen(Screen[None]):
         if turns:
             await self.turn_view.show_turn(turns[-1])
             self.shown_turn = len(turns) - 1
+            self.step = step_in(turns[-1])
             await self.transcript.show(turns[:-1])
         self._finish()
 
@@ -271,6 +284,7 @@ class ReplayScreen(Screen[None]):
             where = f" · {clock_text(position if self.total_s is None else min(position, self.total_s))}"
             if self.total_s is not None:
                 where += f" of {clock_text(self.total_s)}"
+        step = f" · ✋ {self.step}" if self.step is not None else ""
         title = " ".join(for_screen(self.conversation.title).split()) or "(untitled)"
         source = " ".join(for_screen(self.source).split())  # a file's name is anybody's text too
-        status.update(f"{state} · turn {turn}/{total}{speed}{where} · {title} · {source}")
+        status.update(f"{state} · turn {turn}/{total}{speed}{where}{step} · {title} · {source}")

@@ -16,7 +16,7 @@ from textual.widgets import Static
 from reasonchat.conversation import Turn
 from reasonchat.sanitize import for_screen
 from reasonchat.tui.widgets.model_markdown import ModelMarkdown
-from reasonchat.tui.widgets.stage_pane import stats_line
+from reasonchat.tui.widgets.stage_pane import reasoning_title, stats_line
 
 FIRST_PAGE = 3  # enough to fill the transcript's share of a tall terminal
 PAGE = 10
@@ -36,7 +36,9 @@ class ReasoningFold(Static, can_focus=True):
 
     def _show_label(self) -> None:
         mark = "▼" if self.unfolded else "▶"
-        self.update(" · ".join(filter(None, [f"{mark} Reasoning", stats_line(self.turn.reasoning_stats)])))
+        # Who wrote it, as the pane said (a cut shows in the stats already).
+        title = reasoning_title(self.turn.reasoning_source, None)
+        self.update(" · ".join(filter(None, [f"{mark} {title}", stats_line(self.turn.reasoning_stats)])))
 
     async def action_toggle(self) -> None:
         self.unfolded = not self.unfolded
