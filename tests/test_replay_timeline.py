@@ -118,8 +118,12 @@ def test_a_file_with_non_finite_chunk_times_is_refused_with_a_clear_message() ->
 def _turn(**fields) -> "Turn":
     from reasonchat.conversation import Turn
 
+    first = fields.pop("first", None)
     base = dict(user="q", reasoning="r1 r2", answer="a", reasoning_stats=StageStats(stop_reason="eos"))
-    return Turn(**(base | fields))
+    turn = Turn(**(base | fields))
+    if first is not None:
+        turn.keep_first_version(*first)
+    return turn
 
 
 @pytest.mark.parametrize(
@@ -128,10 +132,11 @@ def _turn(**fields) -> "Turn":
         ({}, None),
         ({"reasoning_source": "none", "reasoning": ""}, "you skipped the reasoning"),
         ({"reasoning_source": "user"}, "you wrote this reasoning"),
-        ({"reasoning_source": "edited", "original_reasoning": "x"}, "you edited this reasoning (the model's own is kept)"),
+        ({"reasoning_source": "edited", "first": ("x", None)}, "you edited this reasoning (the model's own is kept)"),
         ({"reasoning_stats": StageStats(stop_reason="answer_now")}, "you stopped the reasoning here and asked for the answer"),
-        ({"original_reasoning": "r1", "original_answer": "old"}, "you asked the model to think more"),
-        ({"original_reasoning": "r1 r2", "original_answer": "old"}, "you asked for a new answer"),
+        ({"first": ("r1", "old")}, "you asked the model to think more"),
+        ({"first": ("r1 r2", "old")}, "you asked for a new answer"),
+        ({"first": ("other", "old")}, "you asked for a new reasoning"),
     ],
 )
 def test_the_timeline_marks_where_the_user_stepped_in(fields, step) -> None:

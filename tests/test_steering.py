@@ -220,6 +220,9 @@ def test_think_more_goes_on_from_the_cut_reasoning_then_answers_again(isolated_d
     assert started.prefix == "one two "
     assert backend.requests[-1].prompt == session.conversation.stage_prompt(0, "answer")
     assert (turn.original_reasoning, turn.original_answer) == ("one two ", ANSWER)
+    # A new reasoning variant: the one it went on from is kept whole, with its chunks.
+    assert [(v.reasoning, v.answer.answer) for v in turn.variants] == [("one two ", ANSWER), ("one two one two ", ANSWER)]
+    assert turn.variants[0].stats.chunks == old_chunks and turn.active == 1
     assert turn.reasoning_source == "model"
     assert store.get(session.conversation.id).turns[0] == turn
     store.close()
@@ -238,12 +241,16 @@ def test_reanswer_from_an_edited_reasoning_keeps_the_models_first_one(isolated_d
     assert [r.stage for r in backend.requests] == ["reasoning", "answer", "answer"]
     assert "user thinks<|im_end|>\n<|im_start|>assistant\n" in backend.requests[-1].prompt
     assert (turn.reasoning, turn.reasoning_source) == ("user thinks", "edited")
-    assert turn.reasoning_stats.stop_reason == "eos"  # how the model's stage ended is kept
+    assert turn.reasoning_stats is None  # the model's stage stats describe the model's text
+    assert turn.variants[0].stats.stop_reason == "eos"
     assert (turn.original_reasoning, turn.original_answer) == ("model thinks", first_answer)
     turn = session.reanswer("edited again")  # the first pair stays the model's
     assert (turn.original_reasoning, turn.original_answer) == ("model thinks", first_answer)
-    turn = session.reanswer()  # the current reasoning: still edited
+    turn = session.reanswer()  # the current reasoning: still edited, a second answer of it
     assert turn.reasoning_source == "edited" and turn.reasoning == "edited again"
+    # Nothing overwritten: three reasonings, the last with two answers, the newest active.
+    assert [(v.source, len(v.answers)) for v in turn.variants] == [("model", 1), ("edited", 1), ("edited", 2)]
+    assert turn.position == (2, 1) and turn.variant_count == 4
     saved = store.get(session.conversation.id).turns[0]
     assert saved == turn and saved.original_reasoning == "model thinks"
     store.close()
@@ -279,19 +286,23 @@ def test_operations_on_nothing_say_so() -> None:
 
 
 def test_provenance_round_trips_and_is_checked() -> None:
-    turn = Turn(user="u", reasoning="r", answer="a", reasoning_source="edited", original_reasoning="m")
+    turn = Turn(user="u", reasoning="r", answer="a", reasoning_source="edited")
+    turn.keep_first_version("m", None)
     data = turn.to_dict()
-    assert data["reasoning_source"] == "edited" and data["original_reasoning"] == "m"
-    assert "original_answer" not in data
+    assert data["reasoning_source"] == "edited" and data["variants"][0]["reasoning"] == "m"
     assert Turn.from_dict(data) == turn
     plain = Turn(user="u").to_dict()
-    assert plain["reasoning_source"] == "model" and "original_reasoning" not in plain
+    assert plain["reasoning_source"] == "model" and "variants" not in plain
     del plain["reasoning_source"]  # a file from before provenance
     assert Turn.from_dict(plain).reasoning_source == "model"
     with pytest.raises(ValueError, match="unknown reasoning source"):
-        Turn.from_dict(data | {"reasoning_source": "oracle"})
+        Turn.from_dict(plain | {"reasoning_source": "oracle"})
     with pytest.raises(ValueError, match="original_answer"):
-        Turn.from_dict(data | {"original_answer": 3})
+        Turn.from_dict(plain | {"original_answer": 3})
+    # A file of the release before variants: its first reasoning and answer become the first variant.
+    old = Turn.from_dict(plain | {"reasoning": "r2", "original_reasoning": "r1", "original_answer": "a1"})
+    assert [(v.reasoning, v.answer.answer) for v in old.variants] == [("r1", "a1"), ("r2", None)]
+    assert old.active == 1
 
 
 def test_a_database_of_schema_2_opens_with_every_conversation_intact(isolated_dirs: Path) -> None:
@@ -310,13 +321,47 @@ def test_a_database_of_schema_2_opens_with_every_conversation_intact(isolated_di
         assert opened[0].turns[0].reasoning_stats.stop_reason == "max_new_tokens"
         assert [s.id for s in store.list(search="imported reasoning")] == ["0e0e0e0e0e0e"]
         turn = opened[0].turns[1]
-        turn.keep_originals()
-        turn.reasoning, turn.reasoning_source = "mine", "edited"
+        turn.add_reasoning("mine", "edited")
         store.save_turn(opened[0], 1)
         assert store.get(opened[0].id).turns[1] == turn
         assert [s.id for s in store.list(search="mine")] == [opened[0].id]
     with closing(sqlite3.connect(path)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_a_database_of_schema_3_opens_with_its_first_versions_as_variants(isolated_dirs: Path) -> None:
+    path = isolated_dirs / "data" / "v3.db"
+    path.parent.mkdir(parents=True)
+    shutil.copyfile(FIXTURES / "store_v3.db", path)
+    written = json.loads((FIXTURES / "store_v3.json").read_text())
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    with Store(path) as store:
+        opened = [store.get(data["id"]) for data in written]
+        # Every conversation as the previous release read it: the active path is what it stored...
+        for conversation, data in zip(opened, written, strict=True):
+            assert Conversation.from_dict(data) == conversation
+            assert [t.to_dict() for t in Conversation.from_dict(data).turns] == [t.to_dict() for t in conversation.turns]
+        edited, again, skipped = opened[0].turns
+        # ...and its kept first reasoning and answer are the first variant now.
+        assert [(v.reasoning, v.source, v.answer.answer) for v in edited.variants] == [
+            ("ones: 2+7=9\nresult: 2419", "model", "482 + 1937 = 2419"),
+            ("ones: 2+7=9\nresult: 3000", "edited", "482 + 1937 = 3000"),
+        ]
+        assert edited.position == (1, 0) and edited.answer_stats.cached_tokens == 30
+        # Only the answer was asked again: one reasoning, two answers.
+        assert [a.answer for a in again.variants[0].answers] == ["5 - 3 = 3", "5 - 3 = 2"]
+        assert again.position == (0, 1) and again.reasoning_stats.stop_reason == "answer_now"
+        assert (skipped.reasoning_source, skipped.changed) == ("none", False)
+        assert opened[1].turns[0].to_dict() == written[1]["turns"][0]
+        # The search index was rebuilt: the active path and every other version are found.
+        assert [s.id for s in store.list(search="482")] == [opened[0].id]
+        assert [s.id for s in store.list(search="2419")] == [opened[0].id]
+        assert [s.id for s in store.list(search="greet")] == [opened[1].id]
+        assert store.list(search="2419", within="question") == []
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert conn.execute("SELECT count(*) FROM turns WHERE original_reasoning IS NOT NULL").fetchone() == (0,)
 
 
 def test_exports_say_who_wrote_each_reasoning() -> None:
@@ -324,17 +369,16 @@ def test_exports_say_who_wrote_each_reasoning() -> None:
     for source in ("model", "edited", "user", "none"):
         turn = conversation.add_turn(f"q {source}")
         turn.reasoning, turn.answer, turn.reasoning_source = ("" if source == "none" else "r"), "a", source
-    conversation.turns[1].original_reasoning, conversation.turns[1].original_answer = "model r", "model a"
+    conversation.turns[1].keep_first_version("model r", "model a")
     record = json.loads(to_json(conversation))
     assert [t["reasoning_source"] for t in record["conversation"]["turns"]] == ["model", "edited", "user", "none"]
-    assert record["conversation"]["turns"][1]["original_reasoning"] == "model r"
+    assert record["conversation"]["turns"][1]["variants"][0]["reasoning"] == "model r"
     markdown = to_markdown(conversation)
     assert "**Reasoning**\n" in markdown  # the model's own has no note
     assert "**Reasoning** *(reasoning edited by the user)*" in markdown
     assert "**Reasoning** *(reasoning written by the user)*" in markdown
     assert "**Reasoning** *(no reasoning (answered straight from the question))*" in markdown
-    assert "*The model's first reasoning:*\n\n> model r" in markdown
-    assert "*The model's first answer:*\n\n> model a" in markdown
+    assert "*Another version (reasoning 1, answer 1: reasoning by the model):*\n\n> model r\n\nmodel a\n" in markdown
 
 
 def test_the_runner_keeps_the_stats_of_a_stage_it_does_not_run() -> None:

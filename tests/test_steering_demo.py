@@ -155,7 +155,7 @@ def test_reanswer_command_from_the_saved_or_a_given_reasoning(
     data = json.loads(capsys.readouterr().out)
     assert (data["answer"], data["reasoning_source"]) == ("482 + 1937 = 3000", "edited")
     assert (data["original_reasoning"], data["original_answer"]) == (first["reasoning"], first["answer"])
-    assert data["stages"]["reasoning"]["stop_reason"] == "eos"  # the model's stage, as it ended
+    assert data["stages"]["reasoning"] is None  # an edit is no model stage; the model's is the first variant
     with Store.open() as store:
         turn = store.get(conv_id).turns[0]
     assert (turn.answer, turn.reasoning_source, turn.original_answer) == (

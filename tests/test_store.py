@@ -556,7 +556,8 @@ def test_a_damaged_stats_column_is_a_store_error_naming_the_file(isolated_dirs: 
 def test_search_filters_turns_by_provenance_and_stop_reason(store: Store) -> None:
     edited, stopped, plain = Conversation(title="source talk"), Conversation(), Conversation()
     turn = edited.add_turn("what is 2+2")
-    turn.reasoning, turn.reasoning_source, turn.original_reasoning = "it is 5", "edited", "it is 4"
+    turn.reasoning, turn.reasoning_source = "it is 5", "edited"
+    turn.keep_first_version("it is 4", None)
     edited.add_turn("and the moon").reasoning = "rocks"
     turn = stopped.add_turn("long one")
     turn.reasoning, turn.reasoning_stats = "half", StageStats(stop_reason="answer_now")

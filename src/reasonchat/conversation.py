@@ -125,25 +125,224 @@ class StageStats:
         return stats
 
 
+# A user's verdict on one version of a turn (a reasoning and its answer), for curating training data.
+Mark = Literal["good", "bad"]
+MARKS: tuple[str, ...] = get_args(Mark)
+
+
 @dataclass
+class AnswerVariant:
+    """One answer generated (or asked for again) from a reasoning variant."""
+
+    answer: str | None = None
+    stats: StageStats | None = None
+    mark: Mark | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"answer": self.answer, "stats": self.stats.to_dict() if self.stats else None} | (
+            {"mark": self.mark} if self.mark else {}
+        )
+
+    @classmethod
+    def from_dict(cls, data: Any) -> AnswerVariant:
+        if not isinstance(data, dict):
+            raise ValueError("an answer variant must be an object")
+        answer = data.get("answer")
+        if answer is not None and not isinstance(answer, str):
+            raise ValueError("an answer variant's 'answer' must be a string or null")
+        return cls(answer, _stats_or_none(data.get("stats")), parse_mark(data.get("mark")))
+
+
+@dataclass
+class ReasoningVariant:
+    """One reasoning of a turn (the model's, a regenerated one, an edit, a continuation, the user's),
+    with every answer generated from it; ``active_answer`` is the one the conversation goes on with."""
+
+    reasoning: str | None = None
+    stats: StageStats | None = None
+    source: ReasoningSource = "model"
+    answers: list[AnswerVariant] = field(default_factory=lambda: [AnswerVariant()])
+    active_answer: int = 0
+
+    @property
+    def answer(self) -> AnswerVariant:
+        return self.answers[self.active_answer]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "reasoning": self.reasoning,
+            "stats": self.stats.to_dict() if self.stats else None,
+            "source": self.source,
+            "answers": [a.to_dict() for a in self.answers],
+            "active_answer": self.active_answer,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ReasoningVariant:
+        if not isinstance(data, dict):
+            raise ValueError("a reasoning variant must be an object")
+        reasoning = data.get("reasoning")
+        if reasoning is not None and not isinstance(reasoning, str):
+            raise ValueError("a reasoning variant's 'reasoning' must be a string or null")
+        source = data.get("source", "model")
+        if source not in REASONING_SOURCES:
+            raise ValueError(f"unknown reasoning source {source!r}")
+        answers = data.get("answers")
+        if not isinstance(answers, list) or not answers:
+            raise ValueError("a reasoning variant needs a non-empty 'answers' list")
+        active = _index(data.get("active_answer", 0), len(answers), "active_answer")
+        return cls(reasoning, _stats_or_none(data.get("stats")), source,
+                   [AnswerVariant.from_dict(a) for a in answers], active)
+
+
+@dataclass(init=False)
 class Turn:
     """One user message and its two generations. ``None`` means the stage has not run (or was not in
-    an imported history); an empty string is a stage that produced no text."""
+    an imported history); an empty string is a stage that produced no text.
+
+    Nothing is overwritten: every reasoning the turn had is a ``ReasoningVariant`` (regenerated,
+    edited, continued, written by the user), each with every answer generated from it. ``reasoning``,
+    ``answer``, their stats and ``reasoning_source`` read and write the active path (``active``, then
+    that variant's ``active_answer``), which is what prompts, the meter and exports use.
+    """
 
     user: str
-    reasoning: str | None = None
-    answer: str | None = None
-    reasoning_stats: StageStats | None = None
-    answer_stats: StageStats | None = None
-    created: str = field(default_factory=now_iso)
-    reasoning_source: ReasoningSource = "model"
-    # The model's own first reasoning and answer, kept when the user changes the reasoning or asks for
-    # a new answer (None: never replaced). Until turns have variants, this is all that is kept.
-    original_reasoning: str | None = None
-    original_answer: str | None = None
+    created: str
+    variants: list[ReasoningVariant]
+    active: int
     # Which stored turn this is, so a save finds it even after another process appended turns before
     # it was first stored (``store.Store.save_turn``). Not content: not compared, not exported.
-    uid: str = field(default_factory=new_id, compare=False, repr=False)
+    uid: str = field(compare=False, repr=False)
+
+    def __init__(
+        self,
+        user: str,
+        reasoning: str | None = None,
+        answer: str | None = None,
+        reasoning_stats: StageStats | None = None,
+        answer_stats: StageStats | None = None,
+        created: str | None = None,
+        reasoning_source: ReasoningSource = "model",
+        *,
+        variants: list[ReasoningVariant] | None = None,
+        active: int = 0,
+        uid: str | None = None,
+    ) -> None:
+        self.user = user
+        self.created = created or now_iso()
+        self.variants = variants or [
+            ReasoningVariant(reasoning, reasoning_stats, reasoning_source, [AnswerVariant(answer, answer_stats)])
+        ]
+        self.active = _index(active, len(self.variants), "active")
+        self.uid = uid or new_id()
+
+    # --- the active path ---
+
+    @property
+    def current(self) -> ReasoningVariant:
+        return self.variants[self.active]
+
+    @property
+    def reasoning(self) -> str | None:
+        return self.current.reasoning
+
+    @reasoning.setter
+    def reasoning(self, value: str | None) -> None:
+        self.current.reasoning = value
+
+    @property
+    def reasoning_stats(self) -> StageStats | None:
+        return self.current.stats
+
+    @reasoning_stats.setter
+    def reasoning_stats(self, value: StageStats | None) -> None:
+        self.current.stats = value
+
+    @property
+    def reasoning_source(self) -> ReasoningSource:
+        return self.current.source
+
+    @reasoning_source.setter
+    def reasoning_source(self, value: ReasoningSource) -> None:
+        self.current.source = value
+
+    @property
+    def answer(self) -> str | None:
+        return self.current.answer.answer
+
+    @answer.setter
+    def answer(self, value: str | None) -> None:
+        self.current.answer.answer = value
+
+    @property
+    def answer_stats(self) -> StageStats | None:
+        return self.current.answer.stats
+
+    @answer_stats.setter
+    def answer_stats(self, value: StageStats | None) -> None:
+        self.current.answer.stats = value
+
+    @property
+    def mark(self) -> Mark | None:
+        return self.current.answer.mark
+
+    @mark.setter
+    def mark(self, value: Mark | None) -> None:
+        self.current.answer.mark = value
+
+    # --- versions ---
+
+    @property
+    def original_reasoning(self) -> str | None:
+        """The turn's first reasoning, once it has another version (None: it never changed)."""
+        return self.variants[0].reasoning if self.changed else None
+
+    @property
+    def original_answer(self) -> str | None:
+        return self.variants[0].answers[0].answer if self.changed else None
+
+    @property
+    def changed(self) -> bool:
+        return len(self.variants) > 1 or len(self.variants[0].answers) > 1
+
+    @property
+    def variant_count(self) -> int:
+        """Every version of the turn: each answer of each reasoning."""
+        return sum(len(v.answers) for v in self.variants)
+
+    def add_reasoning(self, reasoning: str | None, source: ReasoningSource = "model",
+                      stats: StageStats | None = None) -> ReasoningVariant:
+        """A new reasoning variant (with one answer still to generate), made the active one."""
+        self.variants.append(ReasoningVariant(reasoning, stats, source))
+        self.active = len(self.variants) - 1
+        return self.current
+
+    def add_answer(self) -> AnswerVariant:
+        """A new answer (still to generate) for the active reasoning, made the active one."""
+        current = self.current
+        current.answers.append(AnswerVariant())
+        current.active_answer = len(current.answers) - 1
+        return current.answer
+
+    def drop_newest(self, previous: tuple[int, int]) -> None:
+        """Undo ``add_reasoning``/``add_answer`` (a run that generated nothing), back to ``previous``
+        (``position``'s value before it)."""
+        active, answer = previous
+        if len(self.variants) - 1 > active:
+            self.variants.pop()
+        elif len(self.current.answers) - 1 > answer:
+            self.current.answers.pop()
+        self.active, self.current.active_answer = active, answer
+
+    @property
+    def position(self) -> tuple[int, int]:
+        return self.active, self.current.active_answer
+
+    def select(self, reasoning: int, answer: int | None = None) -> None:
+        """Make reasoning variant ``reasoning`` (and its answer ``answer``, else the one it had) active."""
+        self.active = _index(reasoning, len(self.variants), "reasoning variant")
+        if answer is not None:
+            self.current.active_answer = _index(answer, len(self.current.answers), "answer variant")
 
     def text(self, stage: Stage) -> str | None:
         return self.reasoning if stage == "reasoning" else self.answer
@@ -154,12 +353,6 @@ class Turn:
     @property
     def complete(self) -> bool:
         return self.answer is not None
-
-    def keep_originals(self) -> None:
-        """Remember the model's reasoning and answer before the first change to either; later changes
-        keep that first pair."""
-        if self.original_reasoning is None and self.original_answer is None:
-            self.original_reasoning, self.original_answer = self.reasoning, self.answer
 
     def context_tokens(self) -> int:
         """Tokens this turn left in the context window: the prompt of its last stage that counted one,
@@ -183,7 +376,7 @@ class Turn:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "user": self.user,
             "reasoning": self.reasoning,
             "answer": self.answer,
@@ -191,12 +384,15 @@ class Turn:
             "answer_stats": self.answer_stats.to_dict() if self.answer_stats else None,
             "created": self.created,
             "reasoning_source": self.reasoning_source,
-        } | {
-            # Only when there are some: a turn nobody changed reads as it always did.
-            key: value
-            for key in ("original_reasoning", "original_answer")
-            if (value := getattr(self, key)) is not None
         }
+        if self.mark is not None:
+            data["mark"] = self.mark
+        # Only when there are several: a turn with one version reads as it always did, and the
+        # fields above stay what every reader of the format (the card's list, older releases) uses.
+        if self.changed:
+            data["variants"] = [v.to_dict() for v in self.variants]
+            data["active"] = self.active
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Turn:
@@ -208,21 +404,54 @@ class Turn:
                 raise ValueError("a turn needs a 'user' string")
             if value is not None and not isinstance(value, str):
                 raise ValueError(f"turn field {key!r} must be a string or null")
+        created = str(data.get("created") or now_iso())
+        if "variants" in data:
+            variants = data["variants"]
+            if not isinstance(variants, list) or not variants:
+                raise ValueError("a turn's 'variants' must be a non-empty list")
+            tree = [ReasoningVariant.from_dict(v) for v in variants]
+            return cls(data["user"], created=created, variants=tree,
+                       active=_index(data.get("active", 0), len(tree), "active"))
         # Files of releases before provenance have none: their reasonings were all the model's.
         source = data.get("reasoning_source", "model")
         if source not in REASONING_SOURCES:
             raise ValueError(f"unknown reasoning source {source!r}")
-        return cls(
+        turn = cls(
             user=data["user"],
             reasoning=data.get("reasoning"),
             answer=data.get("answer"),
             reasoning_stats=_stats_or_none(data.get("reasoning_stats")),
             answer_stats=_stats_or_none(data.get("answer_stats")),
-            created=str(data.get("created") or now_iso()),
+            created=created,
             reasoning_source=source,
-            original_reasoning=data.get("original_reasoning"),
-            original_answer=data.get("original_answer"),
         )
+        turn.mark = parse_mark(data.get("mark"))
+        turn.keep_first_version(data.get("original_reasoning"), data.get("original_answer"))
+        return turn
+
+    def keep_first_version(self, reasoning: str | None, answer: str | None) -> None:
+        """The model's first reasoning and answer, as releases before variants kept them (beside the
+        turn's current ones), as the first version: the current one stays active."""
+        if reasoning is None and answer is None:
+            return
+        if reasoning == self.reasoning:  # only the answer was asked again
+            self.current.answers.insert(0, AnswerVariant(answer))
+            self.current.active_answer += 1
+        else:
+            self.variants.insert(0, ReasoningVariant(reasoning, None, "model", [AnswerVariant(answer)]))
+            self.active += 1
+
+
+def parse_mark(value: Any) -> Mark | None:
+    if value is not None and value not in MARKS:
+        raise ValueError(f"unknown mark {value!r} (choose from {', '.join(MARKS)})")
+    return value
+
+
+def _index(value: Any, count: int, name: str) -> int:
+    if not _is_int(value) or not 0 <= value < count:
+        raise ValueError(f"{name} must be an index below {count}")
+    return value
 
 
 def _is_seconds(value: object) -> bool:
@@ -269,6 +498,18 @@ class Conversation:
         """Tokens the conversation occupies in the context window, as its latest turn with counts left
         them (``Turn.context_tokens``); 0 when no turn has counts."""
         return next((n for turn in reversed(self.turns) if (n := turn.context_tokens())), 0)
+
+    def fork(self, upto: int) -> Conversation:
+        """A new conversation that goes on from this one's first ``upto`` turns (copies, each with
+        every version it has): editing an earlier question goes on there, and this conversation keeps
+        its later turns as they were."""
+        turns = []
+        for turn in self.turns[:upto]:
+            copied = Turn.from_dict(turn.to_dict())  # a deep copy, with a uid of its own
+            copied.created = turn.created
+            turns.append(copied)
+        title = f"{self.title} (fork)" if self.title else ""
+        return Conversation(title=title, model=self.model, system_prompt=self.system_prompt, turns=turns)
 
     def add_turn(self, user: str) -> Turn:
         turn = Turn(user=user)

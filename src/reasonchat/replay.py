@@ -40,22 +40,25 @@ class ReplayEvent:
 
 
 def step_in(turn: Turn) -> str | None:
-    """What the user did to ``turn``'s stages, said where the replay reaches it (the end of the
-    reasoning, where the answer was started from), or None if the model ran on its own."""
-    stats = turn.reasoning_stats
-    if turn.reasoning_source == "none":
+    """What the user did to ``turn``'s active version, said where the replay reaches it (the end of
+    the reasoning, where the answer was started from), or None if the model ran on its own."""
+    current = turn.current
+    if current.source == "none":
         return "you skipped the reasoning"
-    if turn.reasoning_source == "user":
+    if current.source == "user":
         return "you wrote this reasoning"
-    if turn.reasoning_source == "edited":
+    if current.source == "edited":
         return "you edited this reasoning (the model's own is kept)"
-    if stats is not None and stats.stop_reason == "answer_now":
+    if current.stats is not None and current.stats.stop_reason == "answer_now":
         return "you stopped the reasoning here and asked for the answer"
-    original = turn.original_reasoning
-    if original is not None and turn.reasoning is not None and turn.reasoning != original:
-        return "you asked the model to think more"  # a model reasoning that changed: continued
-    if turn.original_answer is not None:
+    text = current.reasoning or ""
+    if any(v is not current and v.reasoning and text.startswith(v.reasoning) and text != v.reasoning
+           for v in turn.variants):  # fmt: skip
+        return "you asked the model to think more"
+    if current.active_answer > 0:
         return "you asked for a new answer"
+    if turn.active > 0:
+        return "you asked for a new reasoning"
     return None
 
 

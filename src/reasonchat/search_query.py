@@ -14,6 +14,8 @@ from reasonchat.errors import UserError
 
 # filter name -> the values it accepts
 FILTERS: dict[str, tuple[str, ...]] = {"source": REASONING_SOURCES, "stop": STOP_REASONS}
+# The parts of a turn a search can be kept to (``list --in``).
+WITHIN: tuple[str, ...] = ("question", "reasoning", "answer")
 SEARCH_HELP = (
     "only conversations with a turn (or title) containing every word of TEXT; "
     f"source:{'|'.join(REASONING_SOURCES)} keeps turns by who wrote the reasoning, "
@@ -26,13 +28,16 @@ class SearchQuery:
     words: tuple[str, ...] = ()
     # (filter name, value) pairs; a turn must satisfy every one
     filters: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    within: str | None = None  # one of ``WITHIN``: the words are looked for there only
 
     def __bool__(self) -> bool:
         return bool(self.words or self.filters)
 
 
-def parse(text: str | None) -> SearchQuery:
+def parse(text: str | None, within: str | None = None) -> SearchQuery:
     """Split ``text`` into words and ``name:value`` filters; an unknown value is a one-line error."""
+    if within is not None and within not in WITHIN:
+        raise UserError(f"unknown part of a turn {within!r} to search (choose from {', '.join(WITHIN)})")
     words: list[str] = []
     filters: list[tuple[str, str]] = []
     for term in (text or "").split():
@@ -44,4 +49,4 @@ def parse(text: str | None) -> SearchQuery:
             filters.append((name.lower(), value.lower()))
         else:
             words.append(term)
-    return SearchQuery(tuple(words), tuple(filters))
+    return SearchQuery(tuple(words), tuple(filters), within)

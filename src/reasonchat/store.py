@@ -32,7 +32,7 @@ from types import TracebackType
 from typing import Any
 
 from reasonchat import paths, search_query
-from reasonchat.conversation import REASONING_SOURCES, Conversation, StageStats, Turn
+from reasonchat.conversation import REASONING_SOURCES, Conversation, StageStats, Turn, parse_mark
 from reasonchat.errors import StoreError, UserError
 from reasonchat.sanitize import sanitize
 
@@ -58,6 +58,7 @@ class ConversationSummary:
     model: str
     turns: int
     tokens: int
+    versions: int = 0  # every version of every turn: more than ``turns`` once one has variants
     snippet: str | None = None
 
 
@@ -150,11 +151,67 @@ _V3 = (
 )
 
 
+# Variants: a turn keeps every version (``Turn.variants``). The active path stays in the columns it
+# always had (what the history lists and older tools read); the whole tree is ``variants`` (JSON, NULL
+# for a turn with one unmarked version), and the text of the other versions is in ``other_reasoning``
+# and ``other_answer`` so that search finds it. The search index gains those two columns: an FTS5
+# table cannot grow one, so it is made again and rebuilt from the turns.
+_FTS_COLUMNS = "user, reasoning, answer, other_reasoning, other_answer"
+_V4_FTS = (
+    f"""CREATE VIRTUAL TABLE turns_fts USING fts5 (
+        {_FTS_COLUMNS}, content='turns', content_rowid='id', tokenize='trigram'
+    )""",
+    f"""CREATE TRIGGER turns_fts_insert AFTER INSERT ON turns BEGIN
+        INSERT INTO turns_fts (rowid, {_FTS_COLUMNS})
+        VALUES (new.id, new.user, new.reasoning, new.answer, new.other_reasoning, new.other_answer);
+    END""",
+    f"""CREATE TRIGGER turns_fts_delete AFTER DELETE ON turns BEGIN
+        INSERT INTO turns_fts (turns_fts, rowid, {_FTS_COLUMNS})
+        VALUES ('delete', old.id, old.user, old.reasoning, old.answer, old.other_reasoning, old.other_answer);
+    END""",
+    f"""CREATE TRIGGER turns_fts_update AFTER UPDATE OF {_FTS_COLUMNS} ON turns BEGIN
+        INSERT INTO turns_fts (turns_fts, rowid, {_FTS_COLUMNS})
+        VALUES ('delete', old.id, old.user, old.reasoning, old.answer, old.other_reasoning, old.other_answer);
+        INSERT INTO turns_fts (rowid, {_FTS_COLUMNS})
+        VALUES (new.id, new.user, new.reasoning, new.answer, new.other_reasoning, new.other_answer);
+    END""",
+    "INSERT INTO turns_fts (turns_fts) VALUES ('rebuild')",
+)
+
+
+def _v4(conn: sqlite3.Connection) -> None:
+    _statements((
+        "DROP TRIGGER turns_fts_insert",
+        "DROP TRIGGER turns_fts_delete",
+        "DROP TRIGGER turns_fts_update",
+        "DROP TABLE turns_fts",
+        "ALTER TABLE turns ADD COLUMN variants TEXT",
+        "ALTER TABLE turns ADD COLUMN other_reasoning TEXT",
+        "ALTER TABLE turns ADD COLUMN other_answer TEXT",
+    ))(conn)  # fmt: skip
+    # Version 3 kept the model's first reasoning and answer beside a changed turn: its first variant.
+    rows = conn.execute(
+        f"SELECT id, {_V3_TURN_COLUMNS}, original_reasoning, original_answer FROM turns"
+        " WHERE original_reasoning IS NOT NULL OR original_answer IS NOT NULL"
+    ).fetchall()
+    for row_id, *columns, original_reasoning, original_answer in rows:
+        turn = _turn_from_columns(*columns)
+        turn.keep_first_version(original_reasoning, original_answer)
+        conn.execute(
+            "UPDATE turns SET variants = :variants, other_reasoning = :other_reasoning,"
+            " other_answer = :other_answer, original_reasoning = NULL, original_answer = NULL"
+            " WHERE id = :id",
+            {"id": row_id, **_variant_columns(turn)},
+        )
+    _statements(_V4_FTS)(conn)
+
+
 # MIGRATIONS[i] takes the schema from version i to i + 1; a new version is one more function here.
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _statements(_V1),
     _statements(_V2),
     _statements(_V3),
+    _v4,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -179,28 +236,33 @@ _ADD_TO_CONVERSATION = """
 # The WHERE keeps an unchanged turn from being rewritten and re-indexed on every save.
 _UPSERT_TURN = """
     INSERT INTO turns (conversation_id, idx, user, reasoning, answer, reasoning_stats, answer_stats,
-                       created, uid, reasoning_source, original_reasoning, original_answer)
+                       created, uid, reasoning_source, variants, other_reasoning, other_answer)
     VALUES (:conversation_id, :idx, :user, :reasoning, :answer, :reasoning_stats, :answer_stats,
-            :created, :uid, :reasoning_source, :original_reasoning, :original_answer)
+            :created, :uid, :reasoning_source, :variants, :other_reasoning, :other_answer)
     ON CONFLICT (conversation_id, idx) DO UPDATE SET
         user = excluded.user, reasoning = excluded.reasoning, answer = excluded.answer,
         reasoning_stats = excluded.reasoning_stats, answer_stats = excluded.answer_stats,
         created = excluded.created, reasoning_source = excluded.reasoning_source,
-        original_reasoning = excluded.original_reasoning, original_answer = excluded.original_answer
+        variants = excluded.variants, other_reasoning = excluded.other_reasoning,
+        other_answer = excluded.other_answer
     WHERE (user, reasoning, answer, reasoning_stats, answer_stats, created, reasoning_source,
-           original_reasoning, original_answer)
+           variants, other_reasoning, other_answer)
         IS NOT (excluded.user, excluded.reasoning, excluded.answer, excluded.reasoning_stats,
                 excluded.answer_stats, excluded.created, excluded.reasoning_source,
-                excluded.original_reasoning, excluded.original_answer)
+                excluded.variants, excluded.other_reasoning, excluded.other_answer)
 """
+# The columns a version-3 turn is read from (``_turn_from_columns``), in its order.
+_V3_TURN_COLUMNS = "user, reasoning, answer, reasoning_stats, answer_stats, created, uid, reasoning_source"
 # The columns ``_turn_from_row`` reads, in its order.
-_TURN_COLUMNS = (
-    "user, reasoning, answer, reasoning_stats, answer_stats, created, uid, reasoning_source,"
-    " original_reasoning, original_answer"
-)
+_TURN_COLUMNS = _V3_TURN_COLUMNS + ", variants"
+# ``versions``: every answer of every reasoning variant of every turn (a turn without a tree is one).
 _SUMMARY_COLUMNS = """
     SELECT c.id, c.title, c.created, c.updated, c.model,
-           (SELECT count(*) FROM turns t WHERE t.conversation_id = c.id), c.tokens
+           (SELECT count(*) FROM turns t WHERE t.conversation_id = c.id), c.tokens,
+           (SELECT ifnull(sum(ifnull(
+                (SELECT sum(json_array_length(v.value, '$.answers'))
+                 FROM json_each(t.variants, '$.variants') v), 1)), 0)
+            FROM turns t WHERE t.conversation_id = c.id)
     FROM conversations c
 """
 
@@ -373,19 +435,20 @@ class Store:
         return rows[0][0]
 
     def list(
-        self, search: str | None = None, limit: int | None = None
+        self, search: str | None = None, limit: int | None = None, within: str | None = None
     ) -> list[ConversationSummary]:
         """Conversations, most recently updated first; with ``search``, those where every
         whitespace-separated word occurs (case-insensitively) in one turn, or in the title, and that
-        turn passes every ``name:value`` filter (``search_query``)."""
-        query = search_query.parse(search)
+        turn passes every ``name:value`` filter (``search_query``). ``within`` (``question``,
+        ``reasoning`` or ``answer``) looks for the words in that part of a turn only (any version)."""
+        query = search_query.parse(search, within)
         terms = list(query.words)
         with self._guard():
             if not query:
                 return [ConversationSummary(*row) for row in self._summary_rows("", [], limit)]
             hits = self._first_matching_turns(query)
             where, params = "WHERE c.id IN (SELECT value FROM json_each(?))", [json.dumps(list(hits))]
-            if terms and not query.filters:  # a filter is about turns: a title cannot satisfy it
+            if terms and not query.filters and query.within is None:  # those are about turns
                 where += " OR (" + " AND ".join([r"c.title LIKE ? ESCAPE '\'"] * len(terms)) + ")"
                 params += map(_like_pattern, terms)
             rows = self._summary_rows(where, params, limit)
@@ -522,6 +585,7 @@ class Store:
         """conversation id -> index of its first turn that contains every word and passes every filter."""
         terms = query.words
         indexed = [t for t in terms if len(t) >= MIN_INDEXED_TERM]
+        columns = _SEARCHED_COLUMNS[query.within]
         conditions, params = [], []
         for name, value in query.filters:
             if name == "source":
@@ -535,14 +599,13 @@ class Store:
                 params.append(value)
         if indexed:
             conditions.append("t.id IN (SELECT rowid FROM turns_fts WHERE turns_fts MATCH ?)")
-            params.append(" ".join(_fts_phrase(t) for t in indexed))
+            scope = "{" + " ".join(columns) + "} : " if query.within else ""
+            params.append(" ".join(scope + _fts_phrase(t) for t in indexed))
         for term in terms:
             if len(term) < MIN_INDEXED_TERM:
                 # Fields joined by "\n": a term holds no whitespace, so it cannot match across two.
-                conditions.append(
-                    r"(t.user || char(10) || ifnull(t.reasoning, '') || char(10)"
-                    r" || ifnull(t.answer, '')) LIKE ? ESCAPE '\'"
-                )
+                joined = " || char(10) || ".join(f"ifnull(t.{column}, '')" for column in columns)
+                conditions.append(f"({joined}) LIKE ? ESCAPE '\\'")
                 params.append(_like_pattern(term))
         rows = self._conn.execute(
             "SELECT t.conversation_id, min(t.idx) FROM turns t WHERE "
@@ -556,10 +619,19 @@ class Store:
         if turn_index is None:
             return None
         texts = self._conn.execute(
-            "SELECT user, reasoning, answer FROM turns WHERE conversation_id = ? AND idx = ?",
+            f"SELECT {_FTS_COLUMNS} FROM turns WHERE conversation_id = ? AND idx = ?",
             (conv_id, turn_index),
         ).fetchone()
         return make_snippet(texts, terms)
+
+
+# Where a search looks, by ``SearchQuery.within`` (None: everywhere).
+_SEARCHED_COLUMNS: dict[str | None, tuple[str, ...]] = {
+    None: tuple(_FTS_COLUMNS.split(", ")),
+    "question": ("user",),
+    "reasoning": ("reasoning", "other_reasoning"),
+    "answer": ("answer", "other_answer"),
+}
 
 
 def make_snippet(texts: Sequence[str | None], terms: Sequence[str]) -> str:
@@ -639,8 +711,28 @@ def _turn_row(conv: Conversation, index: int, idx: int) -> dict[str, Any]:
         "answer_stats": _stats_json(turn.answer_stats),
         "created": turn.created,
         "reasoning_source": turn.reasoning_source,
-        "original_reasoning": turn.original_reasoning,
-        "original_answer": turn.original_answer,
+    } | _variant_columns(turn)
+
+
+def _variant_columns(turn: Turn) -> dict[str, str | None]:
+    """The tree (when there is more than the active path to keep) and the other versions' text."""
+    if not turn.changed and turn.mark is None:
+        return {"variants": None, "other_reasoning": None, "other_answer": None}
+    data = turn.to_dict()
+    tree = {"variants": data["variants"], "active": data["active"]} if "variants" in data else None
+    reasonings, answers = [], []
+    for r, variant in enumerate(turn.variants):
+        if r != turn.active and variant.reasoning:
+            reasonings.append(variant.reasoning)
+        answers.extend(
+            a.answer for n, a in enumerate(variant.answers)
+            if a.answer and (r, n) != (turn.active, turn.current.active_answer)
+        )  # fmt: skip
+    return {
+        # A single marked version: only its mark (the rest is in the columns).
+        "variants": json.dumps(tree if tree else {"mark": turn.mark}, ensure_ascii=False),
+        "other_reasoning": "\n\n".join(reasonings) or None,
+        "other_answer": "\n\n".join(answers) or None,
     }
 
 
@@ -653,7 +745,25 @@ def _stats_from_json(text: str | None) -> StageStats | None:
 
 
 def _turn_from_row(row: Sequence[Any]) -> Turn:
-    user, reasoning, answer, reasoning_stats, answer_stats, created, uid, source, *originals = row
+    *columns, variants = row
+    turn = _turn_from_columns(*columns)
+    if variants is None:
+        return turn
+    tree = json.loads(variants)
+    if not isinstance(tree, dict):
+        raise ValueError("a turn's variants must be an object")
+    if "variants" not in tree:
+        turn.mark = parse_mark(tree.get("mark"))
+        return turn
+    restored = Turn.from_dict({"user": turn.user, "created": turn.created, **tree})
+    restored.uid = turn.uid
+    return restored
+
+
+def _turn_from_columns(
+    user: str, reasoning: str | None, answer: str | None, reasoning_stats: str | None,
+    answer_stats: str | None, created: str, uid: str, source: str,
+) -> Turn:  # fmt: skip
     if source not in REASONING_SOURCES:
         raise ValueError(f"unknown reasoning source {source!r}")
     return Turn(
@@ -664,9 +774,7 @@ def _turn_from_row(row: Sequence[Any]) -> Turn:
         answer_stats=_stats_from_json(answer_stats),
         created=created,
         uid=uid,
-        reasoning_source=source,
-        original_reasoning=originals[0],
-        original_answer=originals[1],
+        reasoning_source=source,  # type: ignore[arg-type]
     )
 
 

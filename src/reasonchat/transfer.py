@@ -31,12 +31,13 @@ _UNSAFE_FOR_TERMINAL = re.compile("[\x7f-\x9f\ud800-\udfff]")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
-def canonical_json(obj: Any) -> str:
-    """``obj`` as UTF-8-friendly, indented JSON that is still safe to ``cat`` in a terminal.
+def canonical_json(obj: Any, indent: int | None = 2) -> str:
+    """``obj`` as UTF-8-friendly, indented JSON that is still safe to ``cat`` in a terminal
+    (``indent=None``: on one line, for JSONL).
 
     All machine output (``--json``, exports) is this: every control character and lone surrogate is a
     ``\\uXXXX`` escape, so the text is exact once parsed and no byte of it acts on a terminal."""
-    text = json.dumps(obj, ensure_ascii=False, indent=2) + "\n"
+    text = json.dumps(obj, ensure_ascii=False, indent=indent) + "\n"
     # Outside strings JSON is plain ASCII, so these characters can only sit inside a string.
     return _UNSAFE_FOR_TERMINAL.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
@@ -83,10 +84,18 @@ def _turn_markdown(number: int, turn: Turn) -> list[str]:
     if turn.answer is not None:
         lines += ["**Answer**", "", _as_written(turn.answer), ""]
         lines += _stop_note("Answer", turn.answer_stats)
-    for label, text in (("reasoning", turn.original_reasoning), ("answer", turn.original_answer)):
-        if text is not None:
-            lines += [f"*The model's first {label}:*", ""]
-            lines += [f"> {line}".rstrip() for line in _as_written(text).split("\n")] + [""]
+    if turn.mark is not None:
+        lines += [f"*Marked {turn.mark}.*", ""]
+    for r, variant in enumerate(turn.variants):
+        for a, other in enumerate(variant.answers):
+            if (r, a) == turn.position:
+                continue
+            mark = f", marked {other.mark}" if other.mark else ""
+            lines += [f"*Another version (reasoning {r + 1}, answer {a + 1}: {SOURCE_WORDS[variant.source]}{mark}):*", ""]
+            if variant.reasoning is not None:
+                lines += [f"> {line}".rstrip() for line in _as_written(variant.reasoning).split("\n")] + [""]
+            if other.answer is not None:
+                lines += [_as_written(other.answer), ""]
     return lines
 
 

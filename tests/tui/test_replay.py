@@ -499,13 +499,14 @@ async def test_an_instant_replay_marks_the_last_turn_and_the_transcript_says_who
     written = timed_turn(1, reasoning_words=3, answer_words=2)
     written.reasoning_source = "user"
     edited = timed_turn(2, reasoning_words=3, answer_words=2)
-    edited.reasoning_source, edited.original_reasoning = "edited", "the model's"
+    edited.reasoning_source = "edited"
+    edited.keep_first_version("the model's", None)
     conv = Conversation(title="Mine", turns=[written, edited])
     async with ReplayApp(conv, 0.0, "mine").run_test(size=WIDE) as pilot:
         screen = replay_screen(pilot.app)
         await wait_for(pilot, lambda: screen.finished)
         await pilot.pause()
         assert "✋ you edited this reasoning (the model's own is kept)" in status(screen)
-        assert screen.turn_view.pane("reasoning").border_title == "Reasoning · edited by you"
+        assert screen.turn_view.pane("reasoning").border_title == "Reasoning 2/2 · edited by you"
         fold = screen.query_one("ReasoningFold")
         assert str(fold.render()).startswith("▶ Reasoning · written by you")

@@ -241,7 +241,7 @@ async def test_edit_reasoning_saves_and_regenerates_only_the_answer(store: Store
         assert turn.original_answer == first_answer
         view = screen.turn_view
         assert view.pane("reasoning").text == "It is 3000."
-        assert view.pane("reasoning").border_title == "Reasoning · edited by you"
+        assert view.pane("reasoning").border_title == "Reasoning 2/2 · edited by you"
         assert turn.answer != first_answer and "3000" in turn.answer
     saved = store.get(screen.conversation.id).turns[0]
     assert (saved.reasoning, saved.reasoning_source) == ("It is 3000.", "edited")

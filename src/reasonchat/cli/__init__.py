@@ -30,6 +30,7 @@ COMMAND_MODULES: dict[str, str] = {
     "delete": "store_commands",
     "ask": "ask_command",
     "reanswer": "reanswer_command",
+    "variants": "variants_command",
     "bench": "bench_command",
     "prepare-model": "training_commands",
     "train": "training_commands",

@@ -25,6 +25,8 @@ from reasonchat.engine.protocol import ContextOverflow
 from reasonchat.errors import UserError
 from reasonchat.sanitize import ScreenStream, StreamSanitizer, sanitize
 from reasonchat.template import DEFAULT_SYSTEM_PROMPT
+from reasonchat.variants import versions
+from reasonchat.vote import MAX_SAMPLES, final_answer, vote
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,6 +42,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument("--no-save", action="store_true", help="do not store the turn")
+    parser.add_argument(
+        "--samples",
+        type=int,
+        default=1,
+        metavar="N",
+        help="think N times (needs --temperature above 0): N reasonings, each with its answer, kept as"
+        " the turn's versions, and how many answers agree",
+    )
     written = parser.add_mutually_exclusive_group()
     written.add_argument(
         "--reasoning", metavar="TEXT", help="answer from this reasoning instead of the model's own"
@@ -121,7 +131,13 @@ def run(args: argparse.Namespace) -> int:
     else:
         conversation = Conversation(system_prompt=effective_config(args).config.system_prompt)
 
-    out = Output(json_mode=args.json)
+    if args.samples != 1 and (reasoning is not None or not settings.temperature or not 1 <= args.samples <= MAX_SAMPLES):
+        if reasoning is not None:
+            raise UserError("--samples samples the model's reasoning: it cannot go with a given one")
+        if not settings.temperature:
+            raise UserError("--samples needs --temperature above 0 (greedy decoding gives one answer)")
+        raise UserError(f"--samples must be from 1 to {MAX_SAMPLES}, not {args.samples}")
+    out = Output(json_mode=args.json, samples=args.samples)
     backend = open_selected_backend(args, progress=out.progress)
     session = ChatSession(
         backend, conversation, store=store, settings=settings, context_limit=limit
@@ -129,6 +145,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         with cancel_on_sigint(session):
             turn = session.ask(question, on_event=out.event, reasoning=reasoning)
+            if args.samples > 1 and exit_code(turn) == 0:
+                session.sample(args.samples - 1, on_event=out.event)
         code = exit_code(turn)
     except ContextOverflow as err:
         if err.stage == "reasoning":
@@ -172,10 +190,11 @@ def cancel_on_sigint(session: Any) -> Iterator[None]:
 class Output:
     """Streams events to stdout: dim, labelled reasoning then the answer on a TTY; plain text when piped."""
 
-    def __init__(self, json_mode: bool) -> None:
+    def __init__(self, json_mode: bool, samples: int = 1) -> None:
         from rich.console import Console
 
         self.json_mode = json_mode
+        self.samples = samples  # more than 1: the turn's versions were sampled, and are voted on
         self.tty = sys.stdout.isatty()
         self.console = Console(soft_wrap=True, highlight=False)
         # Rich's own answer to a reader that left (``| head``) is SystemExit, mid-turn: the turn would
@@ -268,6 +287,9 @@ class Output:
 
     def _finish(self, conversation: Conversation, turn: Turn, limit: int, saved: bool) -> None:
         if not self.json_mode:
+            if self.samples > 1:  # the answers' agreement
+                agreed = vote(v.answer_text for v in versions(turn)).describe()
+                self._print("\nvote: " + sanitize(agreed), markup=False)
             if saved and self.err.is_terminal:
                 self.err.print(f"[dim]saved as {conversation.id}[/dim]")
             return
@@ -285,6 +307,16 @@ class Output:
             for key in ("original_reasoning", "original_answer")
             if (value := getattr(turn, key)) is not None
         }
+        if turn.changed:
+            data["variants"] = [
+                {"version": v.name, "active": v.active, "source": v.source, "mark": v.mark,
+                 "reasoning": v.reasoning_text, "answer": v.answer_text, "final": final_answer(v.answer_text)}
+                for v in versions(turn)
+            ]  # fmt: skip
+        if self.samples > 1:
+            agreed = vote(v.answer_text for v in versions(turn))
+            data["vote"] = {"answer": agreed.answer, "count": agreed.count, "samples": agreed.samples,
+                            "share": agreed.share}  # fmt: skip
         write_json(data)
 
 

@@ -32,6 +32,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=list(SPEEDS),
         help="1, 2 or 4 times the recorded pace, or instant (default: 1)",
     )
+    parser.add_argument(
+        "--version",
+        metavar="TURN:VERSION",
+        action="append",
+        default=[],
+        help="play VERSION (R or R.A, as 'reasonchat variants' lists them) of turn TURN (from 1)"
+        " instead of its active one; repeatable",
+    )
     parser.set_defaults(func=run_replay)
 
 
@@ -55,8 +63,24 @@ def load_target(target: str, data_dir: str | None) -> tuple[Conversation, str]:
         return store.get(conv_id), conv_id[:8]
 
 
+def choose_versions(conversation: Conversation, specs: list[str]) -> None:
+    """Make each ``TURN:VERSION`` of ``specs`` the version played (in memory: nothing is saved)."""
+    from reasonchat.variants import parse_version
+
+    for spec in specs:
+        turn_text, colon, version = spec.partition(":")
+        if not colon or not turn_text.strip().isdigit():
+            raise UserError(f"--version takes TURN:VERSION (e.g. 2:1.3), not {spec!r}")
+        number = int(turn_text)
+        if not 1 <= number <= len(conversation.turns):
+            raise UserError(f"--version {spec}: the conversation has {len(conversation.turns)} turn(s)")
+        turn = conversation.turns[number - 1]
+        turn.select(*parse_version(version, turn))
+
+
 def build_replay_app(args: argparse.Namespace):  # -> ReplayApp (textual is imported here, not above)
     conversation, source = load_target(args.target, args.data_dir)
+    choose_versions(conversation, args.version)
     speed = parse_speed(args.speed)
     from reasonchat.tui.replay_app import ReplayApp
 

@@ -14,12 +14,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from reasonchat import transfer
+from reasonchat import curation, transfer
 from reasonchat.cli.output import write_bytes, write_json, write_text
-from reasonchat.conversation import local_time, new_id
+from reasonchat.conversation import Conversation, local_time, new_id
 from reasonchat.errors import UserError
 from reasonchat.sanitize import sanitize
-from reasonchat.search_query import SEARCH_HELP
+from reasonchat.search_query import SEARCH_HELP, WITHIN
 from reasonchat.store import ConversationSummary, Store, existing_database
 
 SHORT_ID = 8
@@ -34,16 +34,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="TEXT",
         help=SEARCH_HELP,
     )
+    sub.add_argument(
+        "--in",
+        dest="within",
+        choices=WITHIN,
+        help="look for the words of --search in the question, the reasoning or the answer only",
+    )
     sub.set_defaults(func=_list)
 
     sub = subparsers.add_parser("export", help="write a saved conversation to stdout or a file")
-    sub.add_argument("id", metavar="ID", help="a conversation id, or a unique prefix of one")
+    sub.add_argument(
+        "id",
+        metavar="ID",
+        nargs="?",
+        help="a conversation id, or a unique prefix of one (train and preference: every conversation"
+        " when left out)",
+    )
     sub.add_argument(
         "--format",
-        choices=transfer.EXPORTERS,
+        choices=(*transfer.EXPORTERS, *curation.FORMATS),
         default="markdown",
-        help="markdown (to read), json (the full record, for replay) or history (the model card's"
-        " role/content list); default: markdown",
+        help="markdown (to read), json (the full record, for replay), history (the model card's"
+        " role/content list), train (JSONL that 'reasonchat train --data' reads: each conversation's"
+        " active path) or preference (JSONL prompt/chosen/rejected rows from turns with a version"
+        " marked good and one marked bad); default: markdown",
+    )
+    sub.add_argument(
+        "--marked",
+        action="store_true",
+        help="with --format train: only the versions marked good, one example each",
     )
     sub.add_argument(
         "-o",
@@ -71,7 +90,7 @@ def _list(args: argparse.Namespace) -> int:
     # Listing must not create the database (or its directory) on a machine that never saved one.
     if database is not None:
         with Store(database) as store:
-            summaries = store.list(search=args.search)
+            summaries = store.list(search=args.search, within=args.within)
     if args.json:
         write_json([_summary_dict(s) for s in summaries])
     elif summaries:
@@ -82,9 +101,16 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    with _existing(args.data_dir, args.id) as (store, conv_id):
-        conv = store.get(conv_id)
-    data = transfer.export_bytes(conv, args.format)
+    if args.marked and args.format != "train":
+        raise UserError("--marked goes with --format train")
+    if args.format in curation.FORMATS:
+        data = curation.export(_conversations(args.data_dir, args.id), args.format, args.marked).encode()
+    elif args.id is None:
+        raise UserError(f"--format {args.format} exports one conversation: give its ID")
+    else:
+        with _existing(args.data_dir, args.id) as (store, conv_id):
+            conv = store.get(conv_id)
+        data = transfer.export_bytes(conv, args.format)
     if args.output:
         transfer.write_atomically(Path(args.output), data)
     else:
@@ -122,6 +148,18 @@ def _existing(data_dir: str | None, id_or_prefix: str) -> Iterator[tuple[Store, 
         yield store, store.resolve(id_or_prefix)
 
 
+def _conversations(data_dir: str | None, id_or_prefix: str | None) -> list[Conversation]:
+    """The conversation ``id_or_prefix``, or every saved one (oldest first) when it is None."""
+    if id_or_prefix is not None:
+        with _existing(data_dir, id_or_prefix) as (store, conv_id):
+            return [store.get(conv_id)]
+    database = existing_database(data_dir)
+    if database is None:
+        return []
+    with Store(database) as store:
+        return [store.get(summary.id) for summary in reversed(store.list())]
+
+
 # --- output --------------------------------------------------------------------------------------
 
 
@@ -130,6 +168,7 @@ def _summary_dict(summary: ConversationSummary) -> dict[str, object]:
         "id": summary.id,
         "title": summary.title,
         "turns": summary.turns,
+        "versions": summary.versions,
         "created": summary.created,
         "updated": summary.updated,
         "model": summary.model,

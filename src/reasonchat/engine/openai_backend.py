@@ -190,6 +190,9 @@ class OpenAIBackend:
     def description(self) -> str:
         return f"{self.served_model} @ {self.base_url}"
 
+    # One request per sample: the server's prefix cache (vLLM, SGLang) serves the shared prompt.
+    batch_sampler = None
+
     @property
     def counts_are_estimates(self) -> bool:
         """True while token counts are guessed from the text length (show them as approximate)."""

@@ -7,7 +7,7 @@ conversations beyond an id (to keep one KV cache per conversation) and never imp
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -71,6 +71,10 @@ class StageStream(Protocol):
     def __iter__(self) -> Iterator[str]: ...
 
 
+# ``(request, count, on_text(sample, delta))`` -> each sample's text and stats, in order.
+BatchSampler = Callable[[StageRequest, int, Callable[[int, str], None]], list[tuple[str, StageStats]]]
+
+
 @runtime_checkable
 class Backend(Protocol):
     """What the UI and the CLI may call. Implementations: transformers (local), OpenAI-compatible HTTP."""
@@ -84,6 +88,13 @@ class Backend(Protocol):
     def counts_are_estimates(self) -> bool:
         """Whether ``count_tokens`` guesses (from the text's length) instead of using the model's
         tokenizer; the UI then shows counts as approximate. A plain class attribute satisfies it."""
+        ...
+
+    @property
+    def batch_sampler(self) -> BatchSampler | None:
+        """How this backend samples several reasonings of one prompt in one batch (the prompt
+        prefilled once), or None: the session then samples them one after another. A plain class
+        attribute satisfies it."""
         ...
 
     def count_tokens(self, text: str) -> int:

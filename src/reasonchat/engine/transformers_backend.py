@@ -8,6 +8,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import torch
@@ -15,10 +16,11 @@ from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
 from reasonchat.conversation import StageStats
+from reasonchat.engine.batch_sampling import sample_reasonings
 from reasonchat.engine.detokenize import IncrementalDecoder
 from reasonchat.engine.loading import LoadedModel, Progress, load_model
 from reasonchat.engine.prefix_cache import PrefixCache
-from reasonchat.engine.protocol import GenerationError, StageRequest, cap_new_tokens
+from reasonchat.engine.protocol import BatchSampler, GenerationError, StageRequest, cap_new_tokens
 
 _END = object()
 _POLL_S = 0.25
@@ -60,6 +62,11 @@ class _EventStop(StoppingCriteria):
 
 class TransformersBackend:
     counts_are_estimates = False  # the model's own tokenizer counts
+
+    @property
+    def batch_sampler(self) -> BatchSampler:
+        """Several samples of one reasoning prompt in one batch, the prompt prefilled once."""
+        return partial(sample_reasonings, self)
 
     def __init__(self, loaded: LoadedModel, *, cache_reuse: bool = True) -> None:
         self.loaded = loaded

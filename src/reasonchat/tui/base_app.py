@@ -38,6 +38,15 @@ class BaseApp(App[None]):
     def on_mount(self) -> None:
         apply_theme(self, self.theme_name)
 
+    def close_screen(self, screen: Screen[None]) -> None:
+        """Close ``screen`` (a replay, a comparison), or the app when it is the only one. Its workers
+        stop first: its widgets must not vanish under a write in progress."""
+        screen.workers.cancel_node(screen)
+        if len(self.screen_stack) > 1:
+            screen.dismiss(None)
+        else:
+            self.exit()
+
     # --- the command palette ---------------------------------------------------------------------
 
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:

@@ -18,7 +18,7 @@ class EditReasoningDialog(ModalScreen[str | None]):
     BINDINGS = [
         Binding("escape", "cancel", "Discard", id="edit_reasoning.cancel"),
         # Enter inserts a line (a reasoning has many), so saving needs a key of its own.
-        Binding("ctrl+s", "save", "Save and re-answer", id="edit_reasoning.save"),
+        Binding("ctrl+s", "save", "Save", id="edit_reasoning.save"),
     ]
 
     def __init__(
@@ -27,7 +27,7 @@ class EditReasoningDialog(ModalScreen[str | None]):
         *,
         title: str = "Edit reasoning",
         save_label: str = "Re-answer",
-        hint: str = "The answer is generated again from this text; the model's first reasoning and answer are kept.",
+        hint: str = "The answer is generated again from this text; the reasoning as it was stays a version of the turn.",
     ) -> None:
         super().__init__(classes="dialog")
         self.original = reasoning

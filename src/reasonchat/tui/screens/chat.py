@@ -40,13 +40,16 @@ from reasonchat.tui.messages import (
     TurnsDropped,
 )
 from reasonchat.tui.options import AppOptions
+from reasonchat.tui.screens.compare import compare_versions
 from reasonchat.tui.screens.history import HistoryOutcome, HistoryScreen
 from reasonchat.tui.screens.replay import ReplayScreen
 from reasonchat.tui.widgets.composer import Composer
 from reasonchat.tui.widgets.status_bar import ModelStatus, StatusBar
 from reasonchat.tui.widgets.token_meter import TokenMeter
-from reasonchat.tui.widgets.transcript import Transcript
+from reasonchat.tui.widgets.transcript import Transcript, TranscriptTurn
 from reasonchat.tui.widgets.turn_view import TurnView
+from reasonchat.variants import versions
+from reasonchat.vote import vote
 
 BUSY_HINT = "Still working on the last message: wait for it, or press Esc to cancel it."
 CHANGED_ELSEWHERE = "Another reasonchat changed this conversation: showing it as saved now."
@@ -84,6 +87,10 @@ def budget_label(tokens: int | None, context_limit: int) -> str:
     return f"reasoning ≤ {tokens:,}"
 
 
+VOTE_SAMPLES = 4
+THINK_TIMES = "think again"  # what the sampling run is called, when it cannot run
+
+
 class ChatScreen(Screen[None]):
     # Esc cancels generation even while the reasoning pane is maximised (ctrl+f restores it).
     ESCAPE_TO_MINIMIZE = False
@@ -106,6 +113,14 @@ class ChatScreen(Screen[None]):
         Binding("f2", "edit_reasoning", "Edit reasoning", id="edit_reasoning", show=False),
         # ctrl+l: free in the composer, unlike ctrl+enter, which most terminals never deliver.
         Binding("ctrl+l", "cycle_compose_mode", "Mode", id="cycle_compose_mode", show=False),
+        # Versions of a turn (the last one, or the transcript turn focused): alt+arrows, which the
+        # composer leaves free; f10 marks, f12 compares.
+        Binding("alt+left", "variant('reasoning', -1)", "Previous reasoning", id="variant.previous_reasoning", show=False),
+        Binding("alt+right", "variant('reasoning', 1)", "Next reasoning", id="variant.next_reasoning", show=False),
+        Binding("alt+up", "variant('answer', -1)", "Previous answer", id="variant.previous_answer", show=False),
+        Binding("alt+down", "variant('answer', 1)", "Next answer", id="variant.next_answer", show=False),
+        Binding("f10", "cycle_mark", "Mark", id="cycle_mark", show=False),
+        Binding("f12", "compare", "Compare", id="compare", show=False),
     ]
     PALETTE: tuple[tuple[str, str, str], ...] = (
         ("New conversation", "new_conversation", "Start over with the same system prompt"),
@@ -126,6 +141,14 @@ class ChatScreen(Screen[None]):
             "cycle_compose_mode",
             "Send with your own reasoning, none, or the model's (ctrl+l)",
         ),
+        ("Next reasoning variant", "variant('reasoning', 1)", "Another version of the turn's reasoning (alt+right)"),
+        ("Previous reasoning variant", "variant('reasoning', -1)", "alt+left"),
+        ("Next answer variant", "variant('answer', 1)", "Another answer from the same reasoning (alt+down)"),
+        ("Previous answer variant", "variant('answer', -1)", "alt+up"),
+        ("Mark good, bad or neither", "cycle_mark", "A mark on this version, for training exports (f10)"),
+        ("Compare versions", "compare", "This version beside the one before it, words diffed (f12)"),
+        ("Edit a question (fork)", "edit_question", "The last question, or the transcript turn focused: a new conversation goes on from it"),
+        ("Think 4 times and vote", f"think_times({VOTE_SAMPLES})", "Sample 4 more reasonings with their answers; how many agree"),
     )
 
     busy: reactive[bool] = reactive(False, bindings=True)
@@ -414,6 +437,8 @@ class ChatScreen(Screen[None]):
             self._show_error("Something went wrong", ended.error, "Your message is kept: ctrl+r retries.")
         elif turn is not None:
             self._report_stops(turn)
+            if steering == THINK_TIMES:
+                self.notify("Vote: " + sanitize(vote(v.answer_text for v in versions(turn)).describe()), markup=False, timeout=10)
         # Not under the overflow dialog: its choices act on the last turn as it was generated.
         if ended.overflow is None and self.session is not None and self.session.placed_after:
             notice = placed_after_notice(self.session.placed_after)
@@ -679,6 +704,124 @@ class ChatScreen(Screen[None]):
             self.composer.focus()
 
         self.app.push_screen(EditReasoningDialog(turn.reasoning or ""), saved)
+
+    # --- versions --------------------------------------------------------------------------------
+
+    def _version_target(self) -> int | None:
+        """The turn the version keys act on: the transcript turn holding the focus, else the last."""
+        node = self.focused
+        while node is not None and not isinstance(node, TranscriptTurn):
+            node = node.parent
+        if isinstance(node, TranscriptTurn):
+            return next((i for i, turn in enumerate(self.conversation.turns) if turn is node.turn), None)
+        return len(self.conversation.turns) - 1 if self.conversation.turns else None
+
+    async def _versions_turn(self) -> int | None:
+        index = self._version_target()
+        if self.busy:
+            self.notify(BUSY_HINT, severity="warning")
+        elif self.session is None:
+            self.notify("The model is still loading.", severity="warning")
+        elif index is None:
+            self.notify("No turn yet: send a message first.")
+        else:
+            return index
+        return None
+
+    async def action_variant(self, stage: str, step: int) -> None:
+        index = await self._versions_turn()
+        if index is None or self.session is None:
+            return
+        turn = self.conversation.turns[index]
+        if stage == "reasoning":
+            if len(turn.variants) < 2:
+                self.notify("This turn has one reasoning: ctrl+r, f2 or f8 on the last turn adds another.")
+                return
+            reasoning, answer = (turn.active + step) % len(turn.variants), None
+        else:
+            answers = len(turn.current.answers)
+            if answers < 2:
+                self.notify("This reasoning has one answer: re-answering the last turn (f2, ctrl+s) adds another.")
+                return
+            reasoning, answer = turn.active, (turn.current.active_answer + step) % answers
+        self.session.select(index, reasoning, answer)
+        await self._show_version(index)
+
+    async def action_cycle_mark(self) -> None:
+        index = await self._versions_turn()
+        if index is None or self.session is None:
+            return
+        turn = self.conversation.turns[index]
+        marks = (None, "good", "bad")
+        mark = marks[(marks.index(turn.mark) + 1) % len(marks)]
+        self.session.mark(index, mark)
+        await self._show_version(index)
+        self.notify(f"Turn {index + 1}: " + ("marked " + mark if mark else "no mark") + ".", markup=False)
+
+    async def _show_version(self, index: int) -> None:
+        """Turn ``index`` as its active version now is, where it is shown; the meter follows."""
+        if index == len(self.conversation.turns) - 1 and self.turn_view.turn is self.conversation.turns[index]:
+            await self.turn_view.show_turn(self.conversation.turns[index])
+        else:
+            for shown in self.query(TranscriptTurn):
+                if shown.turn is self.conversation.turns[index]:
+                    await shown.show_version()
+        last = self.conversation.turns[-1]
+        self.meter.usage = ContextUsage.of_turn(last, self.context_limit)
+        self._recount()
+
+    async def action_think_times(self, count: int) -> None:
+        turn = await self._last_turn_to_steer("think again about")
+        if turn is None or self.session is None:
+            return
+        if not self.settings.temperature:
+            self.notify("Sampling needs a temperature above 0: ctrl+g sets it.", severity="warning")
+            return
+        await self._steer(turn, partial(self.session.sample, count), THINK_TIMES)
+
+    async def action_edit_question(self) -> None:
+        index = self._version_target()
+        if self.busy:
+            self.notify(BUSY_HINT, severity="warning")
+            return
+        if index is None:
+            self.notify("No question yet: send a message first.")
+            return
+        conversation, turn = self.conversation, self.conversation.turns[index]
+
+        async def edited(text: str | None) -> None:
+            self.composer.focus()
+            if text is None or not text.strip():
+                return
+            if self.busy or self.conversation is not conversation:
+                self.notify("The conversation changed meanwhile: the edit was not used.", severity="warning")
+                return
+            fork = conversation.fork(index)
+            self.notify(
+                f"Forked: this goes on in a new conversation; {for_screen(conversation.title)!r} keeps its"
+                f" {len(conversation.turns) - index} turn(s) from this one on.",
+                markup=False,
+            )
+            await self._resend_in(fork, text, None)
+
+        dialog = EditReasoningDialog(
+            turn.user,
+            title=f"Edit question {index + 1}",
+            save_label="Fork and send",
+            hint="A new conversation goes on from the turns before it with this question; this one keeps its turns.",
+        )
+        self.app.push_screen(dialog, edited)
+
+    def action_compare(self) -> None:
+        index = self._version_target()
+        if index is None:
+            self.notify("No turn yet: send a message first.")
+            return
+        screen = compare_versions(self.conversation.turns[index], f"turn {index + 1} · {self.conversation.title}")
+        if screen is None:
+            self.notify("This turn has one version: regenerate, re-answer or edit it to compare.")
+        else:
+            self.app.push_screen(screen)
 
     async def action_new_conversation(self) -> None:
         if self.busy:

@@ -172,7 +172,8 @@ class HistoryScreen(Screen[HistoryOutcome]):
             cells = (
                 _one_line(s.title) or "(untitled)",
                 local_time(s.updated),
-                f"{s.turns:>5}",
+                # A conversation with other versions of its turns says so: "3+4" is 3 turns, 4 more versions.
+                f"{s.turns}+{s.versions - s.turns}" if s.versions > s.turns else f"{s.turns:>5}",
                 f"{s.tokens:>7,}",
                 _one_line(demo_model.label(s.model))[:MODEL_WIDTH] or "-",
             )
@@ -197,7 +198,10 @@ class HistoryScreen(Screen[HistoryOutcome]):
             empty = f"Nothing matches {query!r}." if query else "No saved conversations yet."
             detail.update(empty if self.loaded_query is not None else "Loading…")
             return
-        lines = [f"{summary.id} · created {local_time(summary.created)} · updated {local_time(summary.updated)}"]
+        versions = f" · {summary.versions} versions of its turns" if summary.versions > summary.turns else ""
+        lines = [
+            f"{summary.id} · created {local_time(summary.created)} · updated {local_time(summary.updated)}{versions}"
+        ]
         if summary.snippet:
             lines.append(_one_line(summary.snippet))
         detail.update("\n".join(lines))

@@ -53,6 +53,7 @@ class ReplayScreen(Screen[None]):
         Binding("s", "speed", "Speed", id="replay.speed"),
         Binding("e", "to_end", "End", id="replay.to_end"),
         Binding("ctrl+t", "toggle_reasoning", "Reasoning", id="replay.toggle_reasoning"),
+        Binding("f12", "compare", "Compare", id="replay.compare", show=False),
         Binding("escape,q", "close", "Close", id="replay.close"),
     ]
     PALETTE: tuple[tuple[str, str, str], ...] = (
@@ -61,6 +62,7 @@ class ReplayScreen(Screen[None]):
         ("Change replay speed", "speed", "1×, 2×, 4×"),
         ("Show the whole conversation", "to_end", "Jump to the end of the replay"),
         ("Close the replay", "close", "Esc"),
+        ("Compare versions", "compare", "The shown turn's version beside the one before it (f12)"),
     )
 
     def __init__(self, conversation: Conversation, speed: float, source: str) -> None:
@@ -259,13 +261,24 @@ class ReplayScreen(Screen[None]):
     def action_toggle_reasoning(self) -> None:
         self.turn_view.toggle_reasoning()
 
-    def action_close(self) -> None:
-        # Stopped before the screen goes: its panes must not vanish under a write in progress.
-        self.workers.cancel_node(self)
-        if len(self.app.screen_stack) > 1:
-            self.dismiss(None)
+    def action_compare(self) -> None:
+        # Imported here: the diff is not needed for the replay's first frame.
+        from reasonchat.tui.screens.compare import compare_versions
+
+        if self.shown_turn is None:
+            self.notify("No turn shown yet.")
+            return
+        turn = self.conversation.turns[self.shown_turn]
+        screen = compare_versions(turn, f"turn {self.shown_turn + 1} · {self.conversation.title}")
+        if screen is None:
+            self.notify("This turn has one version.")
         else:
-            self.app.exit()
+            if not self.clock.paused:
+                self.action_pause()  # the replay waits while the user reads
+            self.app.push_screen(screen)
+
+    def action_close(self) -> None:
+        self.app.close_screen(self)  # type: ignore[attr-defined]
 
     # --- status --------------------------------------------------------------------------------
 

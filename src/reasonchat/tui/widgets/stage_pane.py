@@ -25,7 +25,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.widget import Widget
 from textual.widgets.markdown import MarkdownBlock
 
-from reasonchat.conversation import Stage, StageStats
+from reasonchat.conversation import Stage, StageStats, Turn
 from reasonchat.line_breaks import markdown_parser
 from reasonchat.sanitize import ScreenStream, for_screen
 from reasonchat.tui.widgets.model_markdown import ModelMarkdown
@@ -50,20 +50,42 @@ _STOPS = {
 _BUDGET_STOPS = ("budget", "max_new_tokens")
 
 
-def reasoning_title(source: str | None, stats: StageStats | None) -> str:
+def reasoning_title(source: str | None, stats: StageStats | None, position: str = "") -> str:
     """The Reasoning pane's title: where the reasoning came from, and whether it was cut short, so a
-    reader knows how far to trust the answer that follows it."""
+    reader knows how far to trust the answer that follows it; ``position`` ("2/3"): which variant."""
+    name = f"Reasoning {position}" if position else "Reasoning"
     if source == "none":
-        return "No reasoning"
+        return f"No reasoning · {position}" if position else "No reasoning"
     if source == "user":
-        return "Reasoning · written by you"
+        return f"{name} · written by you"
     if source == "edited":
-        return "Reasoning · edited by you"
+        return f"{name} · edited by you"
     if stats is not None and stats.stop_reason in _BUDGET_STOPS:
-        return f"Reasoning · cut at {stats.new_tokens:,} tokens (budget)"
+        return f"{name} · cut at {stats.new_tokens:,} tokens (budget)"
     if stats is not None and stats.stop_reason == "answer_now":
-        return "Reasoning · answered early"
-    return "Reasoning"
+        return f"{name} · answered early"
+    return name
+
+
+MARK_WORDS = {"good": "✓ marked good", "bad": "✗ marked bad"}
+
+
+def answer_title(turn: Turn | None) -> str:
+    """"Answer", with which of the reasoning's answers it is ("Answer 2/3") and its mark, if any."""
+    if turn is None:
+        return "Answer"
+    count = len(turn.current.answers)
+    parts = [f"Answer {turn.current.active_answer + 1}/{count}" if count > 1 else "Answer"]
+    if turn.mark is not None:
+        parts.append(MARK_WORDS[turn.mark])
+    return " · ".join(parts)
+
+
+def reasoning_position(turn: Turn | None) -> str:
+    """"2/3" for the second of three reasoning variants; "" for a turn with one."""
+    if turn is None or len(turn.variants) < 2:
+        return ""
+    return f"{turn.active + 1}/{len(turn.variants)}"
 
 
 def stats_line(stats: StageStats | None) -> str:

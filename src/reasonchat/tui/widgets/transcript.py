@@ -16,7 +16,7 @@ from textual.widgets import Static
 from reasonchat.conversation import Turn
 from reasonchat.sanitize import for_screen
 from reasonchat.tui.widgets.model_markdown import ModelMarkdown
-from reasonchat.tui.widgets.stage_pane import reasoning_title, stats_line
+from reasonchat.tui.widgets.stage_pane import answer_title, reasoning_position, reasoning_title, stats_line
 
 FIRST_PAGE = 3  # enough to fill the transcript's share of a tall terminal
 PAGE = 10
@@ -36,9 +36,11 @@ class ReasoningFold(Static, can_focus=True):
 
     def _show_label(self) -> None:
         mark = "▼" if self.unfolded else "▶"
-        # Who wrote it, as the pane said (a cut shows in the stats already).
-        title = reasoning_title(self.turn.reasoning_source, None)
-        self.update(" · ".join(filter(None, [f"{mark} {title}", stats_line(self.turn.reasoning_stats)])))
+        # Who wrote it and which version, as the panes said (a cut shows in the stats already).
+        turn = self.turn
+        title = reasoning_title(turn.reasoning_source, None, reasoning_position(turn))
+        answer = answer_title(turn) if len(turn.current.answers) > 1 or turn.mark else ""
+        self.update(" · ".join(filter(None, [f"{mark} {title}", stats_line(turn.reasoning_stats), answer])))
 
     async def action_toggle(self) -> None:
         self.unfolded = not self.unfolded
@@ -56,6 +58,14 @@ class TranscriptTurn(Vertical):
     def __init__(self, turn: Turn) -> None:
         super().__init__(classes="transcript-turn")
         self.turn = turn
+
+    async def show_version(self) -> None:
+        """The turn again, after another of its versions became the active one (its fold focused,
+        so the variant keys go on acting on it)."""
+        await self.remove_children()
+        await self.mount_all(list(self.compose()))
+        for fold in self.query(ReasoningFold):
+            fold.focus()
 
     def compose(self):
         turn = self.turn
@@ -91,6 +101,10 @@ class Transcript(VerticalScroll):
         self._turns: list[Turn] = []
         self._shown = 0
         self._loading_earlier = False
+        # A turn that must stay where it was in the view while earlier ones arrive above it, its
+        # offset from the top of the view, and the scroll position that keeps it there.
+        self._anchor: tuple[TranscriptTurn, float] | None = None
+        self._anchored_y: float | None = None
 
     def compose(self):
         yield EarlierTurns()
@@ -104,6 +118,7 @@ class Transcript(VerticalScroll):
         return len(self._turns) - self._shown
 
     async def show(self, turns: list[Turn]) -> None:
+        self._anchor = self._anchored_y = None
         await self.query(TranscriptTurn).remove()
         self._turns, self._shown = list(turns), 0
         await self.show_earlier(FIRST_PAGE)
@@ -114,14 +129,37 @@ class Transcript(VerticalScroll):
         end = self.hidden
         older = self._turns[max(0, end - count) : end]
         if older:
-            height, y = self.virtual_size.height, self.scroll_y
-            await self.mount_all([TranscriptTurn(turn) for turn in older], after=self.query_one(EarlierTurns))
+            shown = self.query(TranscriptTurn)
+            if shown:
+                first = shown.first()
+                self._anchor = (first, first.virtual_region.y - self.scroll_y)
+            # Counted first: what the "earlier turns" line says holds once the turns can be seen.
             self._shown += len(older)
-            self.call_after_refresh(lambda: self.scroll_to(y=y + self.virtual_size.height - height, animate=False))
+            self._update()
+            await self.mount_all([TranscriptTurn(turn) for turn in older], after=self.query_one(EarlierTurns))
+            self.call_after_refresh(self._keep_anchor)
         self._update()
+
+    def watch_virtual_size(self) -> None:
+        # The turns above grow for a few frames (their Markdown is laid out after they mount): each
+        # time, the anchored turn goes back to where it was.
+        if self._anchor is not None:
+            self._keep_anchor()
+
+    def _keep_anchor(self) -> None:
+        if self._anchor is None:
+            return
+        turn, offset = self._anchor
+        if not turn.is_attached:
+            self._anchor = None
+            return
+        self._anchored_y = min(max(0.0, turn.virtual_region.y - offset), self.max_scroll_y)
+        self.scroll_to(y=self._anchored_y, animate=False, immediate=True)
 
     def watch_scroll_y(self, old_value: float, new_value: float) -> None:
         super().watch_scroll_y(old_value, new_value)
+        if self._anchored_y is not None and abs(new_value - self._anchored_y) >= 1:
+            self._anchor = self._anchored_y = None  # the user scrolled: the view is theirs again
         # Focusing the "earlier turns" line scrolls it into view too: there, Enter decides.
         focused_line = self.query_one(EarlierTurns).has_focus
         if new_value == 0 and old_value > 0 and self.hidden and not self._loading_earlier and not focused_line:
@@ -135,6 +173,7 @@ class Transcript(VerticalScroll):
             self._loading_earlier = False
 
     async def add(self, turn: Turn) -> None:
+        self._anchor = self._anchored_y = None  # a new turn: the view goes to the end
         self._turns.append(turn)
         self._shown += 1
         await self.mount(TranscriptTurn(turn))

@@ -10,7 +10,7 @@ from textual.widgets import Static
 from reasonchat.conversation import Stage, Turn
 from reasonchat.engine.turn import StageStarted, TextChunk, TurnEvent
 from reasonchat.sanitize import for_screen
-from reasonchat.tui.widgets.stage_pane import StagePane, reasoning_title
+from reasonchat.tui.widgets.stage_pane import StagePane, answer_title, reasoning_position, reasoning_title
 from reasonchat.tui.widgets.thinking import ThinkingIndicator
 
 WELCOME = (
@@ -61,7 +61,8 @@ class TurnView(Vertical):
         self.turn = turn
         self.remove_class("-empty")
         self.query_one("#question", Static).update(f"› {for_screen(text)}")
-        self.title_reasoning("Reasoning")
+        self.title_reasoning(reasoning_title(None, None, reasoning_position(turn)))
+        self.pane("answer").border_title = answer_title(turn)
         for stage in ("reasoning", "answer"):
             await self.pane(stage).clear()
 
@@ -73,7 +74,9 @@ class TurnView(Vertical):
             if event.stage == "answer":
                 self.indicator.stop()
             if event.stage == "reasoning":
-                self.title_reasoning("Reasoning")
+                self.title_reasoning(reasoning_title(None, None, reasoning_position(self.turn)))
+            else:
+                pane.border_title = answer_title(self.turn)
             await pane.begin(event.prefix)
         elif isinstance(event, TextChunk):
             pane.write(event.text)
@@ -83,18 +86,20 @@ class TurnView(Vertical):
             await pane.finish(event.text, event.stats)
             if event.stage == "reasoning":
                 source = self.turn.reasoning_source if self.turn is not None else None
-                self.title_reasoning(reasoning_title(source, event.stats))
+                self.title_reasoning(reasoning_title(source, event.stats, reasoning_position(self.turn)))
 
     async def show_reasoning(self, turn: Turn) -> None:
         """``turn``'s reasoning as it stands, titled (one that was not generated: written, edited)."""
         self.turn = turn
-        self.title_reasoning(reasoning_title(turn.reasoning_source, turn.reasoning_stats))
+        position = reasoning_position(turn)
+        self.title_reasoning(reasoning_title(turn.reasoning_source, turn.reasoning_stats, position))
         await self.pane("reasoning").show(turn.reasoning or "", turn.reasoning_stats)
 
     async def show_turn(self, turn: Turn) -> None:
         """A finished (or saved) turn, whole."""
         await self.start(turn.user, turn)
         await self.show_reasoning(turn)
+        self.pane("answer").border_title = answer_title(turn)
         await self.pane("answer").show(turn.answer or "", turn.answer_stats)
 
     async def reset(self) -> None:
@@ -103,5 +108,6 @@ class TurnView(Vertical):
         self.add_class("-empty")
         self.query_one("#question", Static).update("")
         self.title_reasoning("Reasoning")
+        self.pane("answer").border_title = "Answer"
         for stage in ("reasoning", "answer"):
             await self.pane(stage).clear()
