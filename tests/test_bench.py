@@ -19,7 +19,7 @@ def test_bench_json_reports_history_decode_and_targets(
 ) -> None:
     code = main(
         ["bench", "--model", str(stopping_model_dir), "--history-tokens", "200",
-         "--decode-tokens", "16", "--stage-tokens", "8", "--steering-tokens", "60", "--json"]
+         "--decode-tokens", "16", "--stage-tokens", "8", "--steering-tokens", "60", "--no-compile", "--json"]
     )  # fmt: skip
     assert code == 0
     data = json.loads(capsys.readouterr().out)
@@ -31,6 +31,7 @@ def test_bench_json_reports_history_decode_and_targets(
     for key in ("naive_stage2_ttft_s", "engine_stage2_ttft_s", "naive_next_turn_ttft_s", "engine_next_turn_ttft_s"):
         assert history[key] > 0
     assert data["decode"]["bare_tokens_per_s"] > 0 and data["decode"]["engine_tokens_per_s"] > 0
+    assert data["fast_path"] is None  # --no-compile: no eager-vs-fast comparison (tests/test_fast_path.py)
     assert {t["name"].split(" at ")[0] for t in data["targets"]} == {
         "stage-2 TTFT engine/naive", "stage-2 prompt served from cache", "streaming decode / bare generate",
         "re-answer prefill share of the answer prompt", "think-more prompt tokens prefilled",
@@ -42,6 +43,10 @@ def test_bench_json_reports_history_decode_and_targets(
     assert 1 <= steering["think_more_prefilled_tokens"] <= 2
     for key in ("reanswer_ttft_s", "cold_reanswer_ttft_s", "think_more_ttft_s", "cold_think_more_ttft_s"):
         assert steering[key] > 0
+    # Think 4 times (the default): the batch beside one after another, both timed.
+    sampling = data["sampling"]
+    assert (sampling["samples"], sampling["tokens_per_sample"]) == (4, 16)
+    assert sampling["sequential_s"] > 0 and sampling["batch_s"] > 0 and sampling["speedup"] > 0
 
 
 def test_bench_refuses_no_cache_reuse(capsys: pytest.CaptureFixture[str], stopping_model_dir: Path) -> None:

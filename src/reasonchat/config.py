@@ -38,6 +38,8 @@ class Config(GenerationFields):
     device: str | None = None
     dtype: str | None = None
     threads: int | None = None
+    # The compiled static-cache decode path of the local backend; None: on CUDA only.
+    compile: bool | None = None
     context_limit: int = DEFAULT_CONTEXT_LIMIT
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     theme: str | None = None
@@ -50,6 +52,7 @@ _KINDS: dict[str, type] = {
     "device": str,
     "dtype": str,
     "threads": int,
+    "compile": bool,
     "context_limit": int,
     "max_new_tokens": int,
     "reasoning_tokens": int,
@@ -63,7 +66,9 @@ _KINDS: dict[str, type] = {
     "theme": str,
 }
 KEYS: tuple[str, ...] = tuple(_KINDS)
-_KIND_NAMES = {str: "a string", int: "an integer", float: "a number"}
+_KIND_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+# How an environment variable spells a boolean.
+_ENV_BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 # The flag that sets each key, for ``reasonchat config`` and for messages.
 FLAGS: dict[str, str] = {key: "--" + key.replace("_", "-") for key in KEYS} | {"system_prompt": "--system"}
 
@@ -160,6 +165,8 @@ def _read_file(path: Path, problems: list[str]) -> dict[str, tuple[Any, int | No
 
 def _check(key: str, value: Any) -> str | None:
     kind = _KINDS[key]
+    if kind is bool:
+        return None if isinstance(value, bool) else f"must be {_KIND_NAMES[bool]}, got {_describe(value)}"
     accepted = (int, float) if kind is float else (kind,)
     # TOML booleans are Python bools, which are ints: "threads = true" must not mean 1.
     if isinstance(value, bool) or not isinstance(value, accepted):
@@ -169,6 +176,9 @@ def _check(key: str, value: Any) -> str | None:
 
 def _parse_env(key: str, raw: str) -> tuple[Any, str | None]:
     kind = _KINDS[key]
+    if kind is bool:
+        flag = _ENV_BOOLS.get(raw.strip().lower())
+        return (flag, None) if flag is not None else (None, f"must be true or false (or 1/0), got {raw!r}")
     if kind is str:
         value: Any = raw
     else:

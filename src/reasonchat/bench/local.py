@@ -5,7 +5,10 @@ KV cache per conversation and prefills only what changed. Measured at each histo
 stage-2 time to first token (the reasoning was just generated) and next-turn time to first token
 (a new question after a full turn); then, at the longest history, what the stage operations cost
 (re-answering an edited reasoning, thinking more) with the cache and cold; then decode speed of bare
-``model.generate`` against the engine's streaming path on the same prompt and token count.
+``model.generate`` against the engine's streaming path on the same prompt and token count. Last, the
+eager decode path against the fast one (``engine.static_decode``), side by side on the same loaded
+model: decode tokens/s against the memory-bandwidth bound, warm-up, recompiles, identical tokens, and
+stage-2 time to first token at a long history with reuse.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from reasonchat.bench.history import synthetic_conversation, synthetic_reasoning
+from reasonchat.bench.sampling import SamplingResult, bench_sampling
 from reasonchat.bench.timing import Report, timed_stage
 from reasonchat.conversation import Conversation
 from reasonchat.engine.transformers_backend import TransformersBackend
@@ -82,12 +86,51 @@ class DecodeResult:
 
 
 @dataclass
+class PathFigures:
+    """One decode path's figures in the eager-vs-fast comparison."""
+
+    decode_tokens_per_s: float
+    bound_fraction: float  # of the bandwidth bound
+    warmup_s: float = 0.0
+    stage2_ttft_s: float | None = None
+    # Decode tokens/s of the reasoning stage at that history (the cache holds all of it).
+    long_decode_tokens_per_s: float | None = None
+
+
+@dataclass
+class FastPathResult:
+    """Eager vs fast decoding on one loaded model, measured in the same rounds."""
+
+    tokens: int
+    weight_bytes_per_token: int
+    read_bandwidth_bytes_per_s: float
+    eager: PathFigures
+    fast: PathFigures | None  # None: the fast path was not available (``notice`` says why)
+    notice: str | None = None
+    recompiles: int = 0  # graphs compiled after the warm-up, over the whole comparison
+    identical_token_share: float | None = None
+    stage2_history_tokens: int = 0
+    stage2_prompt_tokens: int = 0
+    stage2_cached_tokens: int = 0
+
+    @property
+    def bound_tokens_per_s(self) -> float:
+        return self.read_bandwidth_bytes_per_s / self.weight_bytes_per_token
+
+    @property
+    def ratio(self) -> float | None:
+        return self.fast.decode_tokens_per_s / self.eager.decode_tokens_per_s if self.fast else None
+
+
+@dataclass
 class BenchResult:
     model: str
     machine: dict[str, Any]
     history: list[HistoryResult] = field(default_factory=list)
     steering: list[SteeringResult] = field(default_factory=list)
     decode: DecodeResult | None = None
+    fast_path: FastPathResult | None = None
+    sampling: SamplingResult | None = None
 
     def targets(self) -> list[tuple[str, float, str, bool]]:
         """(name, measured, target, met) for the issue's targets, at the longest history measured."""
@@ -122,6 +165,21 @@ class BenchResult:
             out.append(
                 ("streaming decode / bare generate", self.decode.ratio, ">= 0.95", self.decode.ratio >= 0.95)
             )
+        f = self.fast_path
+        if f and f.ratio is not None:
+            # Issue 15: >= 1.25x on CPU (SmolLM2-135M, 1 thread), >= 3x on a GPU for a 0.5B model.
+            wanted = 3.0 if self.machine.get("gpu") else 1.25
+            out.append(("fast decode / eager decode", f.ratio, f">= {wanted}", f.ratio >= wanted))
+            out.append(("fast decode recompiles after the warm-up", f.recompiles, "0", f.recompiles == 0))
+            if self.machine.get("gpu") and f.fast:
+                # Issue 15 asks this of a ~1.5B model; a 0.5B one is further from it (launches weigh more).
+                share = f.fast.bound_fraction
+                out.append(("fast decode share of the bandwidth bound", share, ">= 0.50", share >= 0.5))
+            naive = {h.history_tokens: h.naive_stage2_ttft_s for h in self.history}
+            at = f.stage2_history_tokens
+            if f.fast and f.fast.stage2_ttft_s and at in naive:
+                share = f.fast.stage2_ttft_s / naive[at]
+                out.append((f"fast stage-2 TTFT/naive at {at:,} tokens", share, "<= 0.10", share <= 0.1))
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -146,6 +204,13 @@ class BenchResult:
                 for s in self.steering
             ],
             "decode": asdict(self.decode) | {"ratio": self.decode.ratio} if self.decode else None,
+            "fast_path": (
+                asdict(self.fast_path)
+                | {"ratio": self.fast_path.ratio, "bound_tokens_per_s": self.fast_path.bound_tokens_per_s}
+                if self.fast_path
+                else None
+            ),
+            "sampling": self.sampling.to_json() if self.sampling else None,
             "targets": [
                 {"name": n, "measured": m, "target": t, "met": ok} for n, m, t, ok in self.targets()
             ],
@@ -303,6 +368,159 @@ class Bench:
         return (tokens - 1) / (timed(tokens) - first)
 
 
+def weight_bytes_per_token(model: Any) -> int:
+    """Bytes of weights one decode step reads: every parameter once, except an input embedding that
+    is not also the output layer (a step reads one row of it)."""
+    total = sum(p.numel() * p.element_size() for p in model.parameters())
+    embedding = model.get_input_embeddings().weight
+    output = model.get_output_embeddings()
+    if output is None or output.weight.data_ptr() != embedding.data_ptr():
+        total -= embedding.numel() * embedding.element_size()
+    return total
+
+
+def read_bandwidth(device: Any, rounds: int = 5) -> float:
+    """Bytes/s of reading one large tensor (a sum over it), the best of ``rounds``: the memory
+    bandwidth a decode step, which reads every weight once, can reach at most."""
+    import torch
+
+    # Far beyond any cache; on a GPU, long enough that launching and syncing are noise.
+    megabytes = 2048 if torch.device(device).type == "cuda" else 512
+    x = torch.ones(megabytes * 2**20 // 4, dtype=torch.float32, device=device)
+    best = float("inf")
+    for _ in range(rounds + 1):
+        if x.is_cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        x.sum().item()
+        best = min(best, time.perf_counter() - start)
+    del x
+    return megabytes * 2**20 / best
+
+
+FIXED_DIALOGS = (
+    "What is 482 + 1937?",
+    "Explain why the sky is blue in two sentences.",
+    "Write a haiku about a lighthouse.",
+    "List three prime numbers and say why they are prime.",
+)
+
+
+class FastPathBench:
+    """Eager and fast backends on the same loaded model, measured in interleaved rounds."""
+
+    def __init__(
+        self, eager: TransformersBackend, fast: TransformersBackend, *, report: Report | None = None
+    ) -> None:
+        self.eager, self.fast = eager, fast
+        self.report = report or (lambda message: None)
+
+    def run(self, tokens: int, history_tokens: int, rounds: int = 3) -> FastPathResult:
+        from reasonchat.engine import static_decode
+
+        model = self.eager.model
+        self.report("measuring the memory read bandwidth")
+        bandwidth = read_bandwidth(self.eager.loaded.input_device)
+        per_token = weight_bytes_per_token(model)
+        graphs = static_decode.graphs_compiled()
+        fast = self.fast if self.fast.fast is not None else None
+        rates: dict[str, list[float]] = {"eager": [], "fast": []}
+        for round_ in range(rounds):
+            for name, backend in (("eager", self.eager), ("fast", fast)):
+                if backend is None:
+                    continue
+                self.report(f"eager vs fast, round {round_ + 1}/{rounds}: {name} decode")
+                rates[name].append(self._decode_rate(backend, tokens))
+        same = self._identical_share(fast, tokens) if fast else None
+        ttft: dict[str, float | None] = {"eager": None, "fast": None}
+        long_rate: dict[str, float | None] = {"eager": None, "fast": None}
+        prompt = cached = 0
+        if history_tokens:
+            for name, backend in (("eager", self.eager), ("fast", fast)):
+                if backend is not None:
+                    self.report(f"eager vs fast: {name} stage 2 at {history_tokens:,} tokens of history")
+                    ttft[name], long_rate[name], prompt, cached = self._stage2(backend, history_tokens)
+        bound = bandwidth / per_token
+
+        def figures(name: str, warmup: float) -> PathFigures:
+            rate = statistics.median(rates[name])
+            return PathFigures(rate, rate / bound, warmup, ttft[name], long_rate[name])
+
+        return FastPathResult(
+            tokens=tokens,
+            weight_bytes_per_token=per_token,
+            read_bandwidth_bytes_per_s=bandwidth,
+            eager=figures("eager", 0.0),
+            fast=figures("fast", fast.fast.warmup_s) if fast and fast.fast else None,
+            notice=self.fast.notice,
+            recompiles=static_decode.graphs_compiled() - graphs,
+            identical_token_share=same,
+            stage2_history_tokens=history_tokens,
+            stage2_prompt_tokens=prompt,
+            stage2_cached_tokens=cached,
+        )
+
+    @staticmethod
+    def _decode_rate(backend: TransformersBackend, tokens: int) -> float:
+        conversation = Conversation(id="bench-fast-decode")
+        turn = conversation.add_turn("Write a long story about a lighthouse keeper and a storm.")
+        turn.reasoning = "The user wants a long story. I will write one with a beginning, a middle and an end."
+        backend.reset()
+        _, _, stats = timed_stage(backend, conversation, "answer", tokens)
+        if stats.new_tokens < 8:
+            raise RuntimeError(f"the model stopped after {stats.new_tokens} tokens; decode speed needs more")
+        return (stats.new_tokens - 1) / stats.decode_s
+
+    def _identical_share(self, fast: TransformersBackend, tokens: int) -> float:
+        """The share of greedy token positions where the fast path chose the eager path's token, over
+        a fixed set of two-stage dialogs (up to the first difference, everything after counts as
+        different: a different token changes the rest)."""
+        same = total = 0
+        for i, question in enumerate(FIXED_DIALOGS):
+            ids = {}
+            for name, backend in (("eager", self.eager), ("fast", fast)):
+                conversation = Conversation(id=f"bench-same-{i}")
+                conversation.add_turn(question)
+                backend.reset()
+                seen: list[int] = []
+                for stage in ("reasoning", "answer"):
+                    stream = backend.stream(_greedy_request(conversation, stage, tokens))
+                    text = "".join(stream)
+                    seen += stream.generated
+                    setattr(conversation.turns[0], stage, text)
+                ids[name] = seen
+            a, b = ids["eager"], ids["fast"]
+            n = max(len(a), len(b))
+            agree = next((k for k in range(min(len(a), len(b))) if a[k] != b[k]), min(len(a), len(b)))
+            same, total = same + agree, total + n
+        return same / total if total else 1.0
+
+    @staticmethod
+    def _stage2(backend: TransformersBackend, history_tokens: int) -> tuple[float, float | None, int, int]:
+        conversation = synthetic_conversation(backend, history_tokens, id_prefix="bench-fast")
+        backend.reset()
+        turn = conversation.turns[-1]
+        _, turn.reasoning, first = timed_stage(backend, conversation, "reasoning", 32)
+        rate = (first.new_tokens - 1) / first.decode_s if first.new_tokens > 1 and first.decode_s else None
+        _, _, stats = timed_stage(backend, conversation, "answer", 32)
+        # To the first token, not the first text: a random-weight model's tokens may decode to nothing.
+        assert stats.ttft_s is not None
+        return stats.ttft_s, rate, stats.prompt_tokens, stats.cached_tokens
+
+
+def _greedy_request(conversation: Conversation, stage: str, tokens: int) -> Any:
+    from reasonchat.engine.protocol import StageRequest
+    from reasonchat.settings import GenerationSettings
+
+    return StageRequest(
+        conversation_id=conversation.id,
+        stage=stage,  # type: ignore[arg-type]
+        prompt=conversation.stage_prompt(0, stage),  # type: ignore[arg-type]
+        settings=GenerationSettings(max_new_tokens=tokens, temperature=0),
+        context_limit=10**9,
+    )
+
+
 def run_bench(
     backend: TransformersBackend,
     history_tokens: Sequence[int],
@@ -310,8 +528,12 @@ def run_bench(
     decode_tokens: int = 128,
     stage_tokens: int = 32,
     steering_tokens: int = 0,
+    fast_backend: TransformersBackend | None = None,
+    fast_history_tokens: int = 8000,
+    samples: int = 0,
     report: Report | None = None,
 ) -> BenchResult:
+    """``fast_backend``: the fast path on ``backend``'s loaded model, compared with it last."""
     bench = Bench(backend, stage_tokens=stage_tokens, report=report)
     result = BenchResult(model=backend.description, machine=machine_info())
     for tokens in history_tokens:
@@ -320,4 +542,9 @@ def run_bench(
         result.steering.append(bench.steering(max(history_tokens), steering_tokens))
     if decode_tokens:
         result.decode = bench.decode(decode_tokens)
+    if fast_backend is not None:
+        tokens = decode_tokens or 128
+        result.fast_path = FastPathBench(backend, fast_backend, report=report).run(tokens, fast_history_tokens)
+    if samples > 1:
+        result.sampling = bench_sampling(backend, samples, stage_tokens * 2, report=report)
     return result

@@ -12,6 +12,7 @@ from reasonchat.cli.openai_options import add_backend_arguments, open_openai_bac
 from reasonchat.cli.output import write_json
 from reasonchat.errors import UserError
 from reasonchat.settings import check_flag, out_of_bounds
+from reasonchat.vote import MAX_SAMPLES
 
 
 def _int_list(text: str) -> list[int]:
@@ -54,6 +55,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the reasoning's length for the cost of re-answering and thinking more, at the longest "
         "history (default 2000; 0 skips it)",
     )
+    parser.add_argument(
+        "--fast-history-tokens",
+        type=int,
+        default=8000,
+        metavar="N",
+        help="eager vs fast decoding: the history for stage-2 time to first token with reuse "
+        "(default 8000; 0 skips it; --no-compile skips the whole comparison)",
+    )
+    parser.add_argument(
+        "--samples",
+        type=int,
+        default=4,
+        metavar="N",
+        help="think N times: N sampled reasonings in one batch against N one after another"
+        " (default 4; 0 skips it)",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     add_model_arguments(parser)
     add_backend_arguments(parser)
@@ -67,13 +84,31 @@ def run(args: argparse.Namespace) -> int:
 
     for key in ("decode_tokens", "stage_tokens", "steering_tokens"):
         check_flag(key, getattr(args, key))
+    if not 0 <= args.samples <= MAX_SAMPLES:
+        raise UserError(f"--samples must be from 0 to {MAX_SAMPLES}")
+    if args.fast_history_tokens and (problem := out_of_bounds("history_tokens", args.fast_history_tokens)):
+        raise UserError(f"--fast-history-tokens {problem} (0: none)")
     if selected_backend(args) == "openai":
         return run_openai(args)
     if args.no_cache_reuse:
         raise UserError("bench compares against the naive loop itself; drop --no-cache-reuse")
+    from reasonchat.engine.transformers_backend import TransformersBackend
+
     err = Console(stderr=True, highlight=False)
-    backend = open_backend(args, progress=lambda m: err.print(f"[dim]{m}…[/dim]"))
-    result = run_bench(backend, args.history_tokens, steering_tokens=args.steering_tokens, **_options(args, err))
+    progress = lambda m: err.print(f"[dim]{m}…[/dim]")  # noqa: E731
+    # The card's loop and the engine's figures are eager ones; the fast path is measured beside them
+    # on the same loaded model, unless --no-compile.
+    backend = open_backend(args, progress=progress, compile=False)
+    fast = None if args.compile is False else TransformersBackend(backend.loaded, fast=True, progress=progress)
+    result = run_bench(
+        backend,
+        args.history_tokens,
+        steering_tokens=args.steering_tokens,
+        fast_backend=fast,
+        fast_history_tokens=args.fast_history_tokens,
+        samples=args.samples,
+        **_options(args, err),
+    )
     return _output(args, result.to_json(), lambda: print_tables(result))
 
 
@@ -158,9 +193,47 @@ def print_tables(result) -> None:  # type: ignore[no-untyped-def]
             f"decode ({d.tokens} tokens, median of 3): bare generate {d.bare_tokens_per_s:.1f} tok/s, "
             f"engine stream {d.engine_tokens_per_s:.1f} tok/s, ratio {d.ratio:.3f}"
         )
+    if result.fast_path:
+        print_fast_path(console, result.fast_path)
+    if result.sampling:
+        s = result.sampling
+        console.print(
+            f"think {s.samples} times ({s.tokens} tokens each): one after another {s.sequential_s:.2f} s,"
+            f" in one batch {s.batch_s:.2f} s, {s.speedup:.2f}× faster"
+        )
     targets = Table(title="Targets")
     for column in ("target", "measured", "wanted", "met"):
         targets.add_column(column)
     for name, measured, wanted, met in result.targets():
         targets.add_row(name, f"{measured:.3f}", wanted, "yes" if met else "NO")
     console.print(targets)
+
+
+def print_fast_path(console, f) -> None:  # type: ignore[no-untyped-def]
+    from rich.table import Table
+
+    console.print(
+        f"weights read per token {f.weight_bytes_per_token / 1e6:,.1f} MB, measured read bandwidth "
+        f"{f.read_bandwidth_bytes_per_s / 1e9:,.1f} GB/s: bound {f.bound_tokens_per_s:,.1f} tok/s"
+    )
+    if f.notice:
+        console.print(f"fast path: {f.notice}")
+    table = Table(title=f"Decode paths, same model, interleaved rounds ({f.tokens} tokens, median of 3)")
+    at = f"{f.stage2_history_tokens:,}"
+    for column in ("path", "decode tok/s", "of bound", "warm-up", f"stage-2 TTFT at {at}", f"decode tok/s at {at}"):
+        table.add_column(column, justify="right")
+    rows = [("eager", f.eager)] + ([("fast", f.fast)] if f.fast else [])
+    for name, p in rows:
+        ttft = f"{p.stage2_ttft_s:.3f}s" if p.stage2_ttft_s is not None else "—"
+        long = f"{p.long_decode_tokens_per_s:.1f}" if p.long_decode_tokens_per_s is not None else "—"
+        table.add_row(
+            name, f"{p.decode_tokens_per_s:.1f}", f"{p.bound_fraction:.0%}", f"{p.warmup_s:.1f}s", ttft, long
+        )
+    console.print(table)
+    if f.ratio is not None:
+        same = f"{f.identical_token_share:.1%}" if f.identical_token_share is not None else "—"
+        console.print(
+            f"fast / eager decode {f.ratio:.2f}×; recompiles after the warm-up {f.recompiles}; "
+            f"identical greedy tokens {same}; stage-2 prompt {f.stage2_prompt_tokens:,}, "
+            f"{f.stage2_cached_tokens:,} from cache"
+        )

@@ -22,6 +22,7 @@ _FLAG_KEYS = {
     "device": "device",
     "dtype": "dtype",
     "threads": "threads",
+    "compile": "compile",
     "max_new_tokens": "max_new_tokens",
     "reasoning_tokens": "reasoning_tokens",
     "answer_tokens": "answer_tokens",
@@ -42,6 +43,13 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", help="cpu, cuda, cuda:1, mps … (default: device_map=auto)")
     group.add_argument("--dtype", help=f"{', '.join(DTYPE_NAMES)} (default: the checkpoint's)")
     group.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
+    group.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="fast decoding: a static KV cache and a compiled decode step, warmed up at load "
+        "(default: on with CUDA, off on CPU; config key compile)",
+    )
     add_trust_remote_code(group)
     group.add_argument(
         "--no-cache-reuse", action="store_true", help="re-prefill every prompt (the card's behaviour)"
@@ -126,7 +134,13 @@ def model_path(args: argparse.Namespace) -> str:
     return str(model_dir())
 
 
-def open_backend(args: argparse.Namespace, progress: Callable[[str], None] | None = None) -> Backend:
+def open_backend(
+    args: argparse.Namespace,
+    progress: Callable[[str], None] | None = None,
+    *,
+    compile: bool | None = None,
+) -> Backend:
+    """``compile``: overrides the ``compile`` setting (the bench loads eagerly and adds the fast path)."""
     from reasonchat.engine.transformers_backend import load_backend
 
     cfg = effective_config(args).config
@@ -137,5 +151,6 @@ def open_backend(args: argparse.Namespace, progress: Callable[[str], None] | Non
         threads=cfg.threads,
         trust_remote_code=args.trust_remote_code,
         cache_reuse=not args.no_cache_reuse,
+        compile=cfg.compile if compile is None else compile,
         progress=progress,
     )

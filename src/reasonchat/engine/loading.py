@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,9 @@ class LoadedModel:
     source: str
     eos_ids: list[int]
     reasoning_id: int
+    # The one thread that runs this model's compiled calls (``engine.generation_thread``), made by the
+    # first backend that compiles; shared by every backend on this model.
+    compiled_thread: Any = field(default=None, repr=False, compare=False)
 
     @property
     def input_device(self) -> Any:

@@ -192,6 +192,7 @@ class OpenAIBackend:
 
     # One request per sample: the server's prefix cache (vLLM, SGLang) serves the shared prompt.
     batch_sampler = None
+    notice = None  # the server runs as it runs: nothing of ours to fall back from
 
     @property
     def counts_are_estimates(self) -> bool:

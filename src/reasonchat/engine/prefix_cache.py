@@ -44,7 +44,7 @@ class PrefixCache:
             self.cache = self._new_cache()
             return self.cache, 0
         keep = min(common_prefix_length(self.ids, prompt_ids), len(prompt_ids) - 1)
-        cached = self.cache.get_seq_length()
+        cached = int(self.cache.get_seq_length())  # a static cache's is a tensor
         if keep <= 0:
             self.cache = self._new_cache()
             self.ids = []
@@ -54,7 +54,13 @@ class PrefixCache:
         self.ids = self.ids[:keep]
         return self.cache, keep
 
+    def adopt(self, conversation_id: str, cache: Any) -> Any:
+        """``cache`` (empty) becomes the conversation's, in place of whatever was held: the fast path
+        gave up mid-stage and the eager one goes on with a cache of its kind."""
+        self.conversation_id, self.ids, self.cache = conversation_id, [], cache
+        return cache
+
     def record(self, sequence: list[int]) -> None:
         """After generation: the cache holds every token of ``sequence`` but the last one sampled."""
         if self.cache is not None:
-            self.ids = sequence[: self.cache.get_seq_length()]
+            self.ids = sequence[: int(self.cache.get_seq_length())]

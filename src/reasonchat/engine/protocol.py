@@ -91,6 +91,12 @@ class Backend(Protocol):
         ...
 
     @property
+    def notice(self) -> str | None:
+        """One line about how the backend runs that the user should know (a fast path that fell back
+        to the eager one), or None. A plain attribute satisfies it."""
+        ...
+
+    @property
     def batch_sampler(self) -> BatchSampler | None:
         """How this backend samples several reasonings of one prompt in one batch (the prompt
         prefilled once), or None: the session then samples them one after another. A plain class

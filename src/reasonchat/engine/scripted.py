@@ -33,6 +33,7 @@ def echo_script(request: StageRequest) -> str:
 class ScriptedBackend:
     counts_are_estimates = False  # it counts words exactly as its own streams do
     batch_sampler = None  # samples one after another
+    notice = None
 
     def __init__(
         self,

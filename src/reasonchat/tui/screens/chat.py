@@ -254,6 +254,8 @@ class ChatScreen(Screen[None]):
         self.session = self._new_session(self.conversation)
         self._note_estimates()
         self.model_status.ready()
+        if self.backend.notice:  # the fast path fell back to the eager one while loading
+            self.notify(sanitize(self.backend.notice), severity="warning", timeout=10, markup=False)
         if self.pending is not None:
             text, self.pending = self.pending, None
             self._run(text, reasoning=self._pending_reasoning)
