@@ -111,6 +111,17 @@ def test_held_out_problems_are_never_trained() -> None:
             assert is_held_out(Problem(int(a), op, int(b)))
 
 
+def test_the_benchmark_asks_as_a_new_user_does() -> None:
+    """About 40 % subtractions, varied phrasings, a third without the final punctuation (issue 16)."""
+    questions = [(q, a) for dialog in eval_dialogs(500) for q, a in dialog]
+    subtractions = sum(" - " in a for _, a in questions) / len(questions)
+    bare = sum(not q.strip().endswith(("?", ".")) for q, _ in questions) / len(questions)
+    assert 0.36 < subtractions < 0.44 and bare > 0.4, (subtractions, bare)
+    words = " ".join(q.lower() for q, _ in questions)
+    for phrasing in ("plus", "minus", "add ", "subtract ", " from ", "+", "-"):
+        assert phrasing in words
+
+
 def test_phrasings_name_the_operands_in_answer_order() -> None:
     rng = random.Random(9)
     for _ in range(500):
@@ -188,6 +199,14 @@ def test_shipped_tokenizer_loads_as_built() -> None:
     assert tokenizer.convert_ids_to_tokens(tokenizer("1234")["input_ids"]) == ["1", "2", "3", "4"]
     text = "你好 ¿Qué? <|im_start|>user\nWhat is 12 + 7?<|im_end|>"
     assert tokenizer.decode(tokenizer(text)["input_ids"]) == text
+    # it carries the card's chat template, as every checkpoint train writes does
+    from reasonchat.chat_template import CHAT_TEMPLATE
+
+    assert tokenizer.chat_template == CHAT_TEMPLATE
+    history = [{"role": "user", "content": "What is 12 + 7?"}]
+    assert tokenizer.apply_chat_template(history, tokenize=False, add_generation_prompt=True) == (
+        "<|im_start|>user\nWhat is 12 + 7?<|im_end|>\n<|im_start|><|reasoning|>\n"
+    )
 
 
 @pytest.fixture(scope="module")

@@ -159,6 +159,11 @@ def test_tiny_model_grows_by_one_mean_row(tmp_path: Path) -> None:
     assert distance < before[embed].norm(dim=1).mean()
     again = run_prepare(tmp_path / "out", tmp_path / "again")
     assert not again.changed and again.rows_after == report.rows_after
+    # what was added is recorded (train --lora trains those rows), and a second run keeps the record
+    from reasonchat.training.prepare import added_tokens
+
+    assert added_tokens(tmp_path / "out") == added_tokens(tmp_path / "again") == [REASONING_TOKEN]
+    assert added_tokens(base) == []
 
 
 def test_tokenizer_without_chatml_needs_add_chatml(tmp_path: Path) -> None:
@@ -168,6 +173,11 @@ def test_tokenizer_without_chatml_needs_add_chatml(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
     report = run_prepare(base, tmp_path / "out", add_chatml=True, overwrite=True)
     assert report.added_tokens == [IM_START, IM_END, REASONING_TOKEN]
+    from reasonchat.chat_template import CHAT_TEMPLATE
+    from reasonchat.training.prepare import added_tokens
+
+    assert added_tokens(tmp_path / "out") == [IM_START, IM_END, REASONING_TOKEN]
+    assert json.loads((tmp_path / "out" / "tokenizer_config.json").read_text())["chat_template"] == CHAT_TEMPLATE
     assert report.rows_after == report.rows_before + 3
     from transformers import AutoTokenizer
 

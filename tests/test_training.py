@@ -75,6 +75,19 @@ def test_twenty_steps_and_the_loss_falls(prepared: Path, data_file: Path, tmp_pa
     assert json.loads((out / "checkpoint" / "trainer_state.json").read_text())["step"] == 20
     loaded = load_model(out, device="cpu")  # the engine takes the result as it is
     assert loaded.eos_ids[0] == loaded.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    from reasonchat.chat_template import CHAT_TEMPLATE
+
+    for directory in (out, out / "checkpoint"):  # every checkpoint carries the chat template
+        tokenizer_config = json.loads((directory / "tokenizer_config.json").read_text())
+        assert tokenizer_config["chat_template"] == CHAT_TEMPLATE
+        assert json.loads((directory / "reasonchat.json").read_text()) == {"added_tokens": ["<|reasoning|>"]}
+
+
+def test_gradient_checkpointing_gives_the_same_run(prepared: Path, data_file: Path, tmp_path: Path) -> None:
+    plain = train(config(prepared, data_file, tmp_path / "plain", max_steps=3), log=quiet)
+    checkpointed = train(config(prepared, data_file, tmp_path / "gc", max_steps=3, gradient_checkpointing=True),
+                         log=quiet)  # fmt: skip
+    assert checkpointed.losses == pytest.approx(plain.losses, rel=1e-5)
 
 
 def test_ctrl_c_saves_a_checkpoint_and_resume_matches_an_uninterrupted_run(

@@ -168,10 +168,11 @@ async def test_the_replay_compares_the_shown_turn() -> None:
 
 
 @pytest.mark.skipif(not demo_model.is_available(), reason="the demo model's weights are not installed")
-async def test_on_the_demo_model_an_edit_is_a_version_beside_the_models_own() -> None:
+async def test_on_the_demo_model_edit_switch_compare_mark_and_think_again() -> None:
     from reasonchat.cli.app_commands import build_app
 
-    app = build_app(chat_args("--model", str(demo_model.model_dir()), "--threads", "1", "--temperature", "0"))
+    # Sampled (seeded), so that thinking again gives other reasonings.
+    app = build_app(chat_args("--model", str(demo_model.model_dir()), "--threads", "1", "--temperature", "0.7", "--seed", "1"))
     async with app.run_test(size=WIDE) as pilot:
         screen = chat(app)
         await wait_ready(pilot, timeout=120)
@@ -181,7 +182,7 @@ async def test_on_the_demo_model_an_edit_is_a_version_beside_the_models_own() ->
         model_reasoning, model_answer = model_turn.reasoning, model_turn.answer
         await pilot.press("f2")
         await wait_for(pilot, lambda: isinstance(app.screen, EditReasoningDialog) and isinstance(app.focused, TextArea))
-        app.screen.query_one(TextArea).load_text(model_reasoning.replace("2419", "3000"))
+        app.screen.query_one(TextArea).load_text(model_reasoning + "\nresult: 3000")
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: not isinstance(app.screen, EditReasoningDialog))
         await wait_idle(pilot, timeout=120)
@@ -194,6 +195,16 @@ async def test_on_the_demo_model_an_edit_is_a_version_beside_the_models_own() ->
         await pilot.press("f12")
         await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen))
         assert app.screen.sides["b"].reasoning == model_reasoning  # the active one, the model's own
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.screen is screen)
+        await pilot.press("f10")
+        assert turn.mark == "good" and titles(screen)[1] == "Answer · ✓ marked good"
+        await screen.run_action("think_times(2)")
+        await wait_idle(pilot, timeout=120)
+        assert len(turn.variants) == 4 and turn.active == 3
+        assert all(v.answer.answer for v in turn.variants)
+        assert any(n.message.startswith("Vote: ") for n in app._notifications)
+        assert turn.variants[0].answer.mark == "good"  # the mark stays on its version
 
 
 async def test_think_times_samples_versions_and_says_how_many_agree(store: Store) -> None:

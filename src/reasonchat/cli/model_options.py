@@ -43,6 +43,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", help="cpu, cuda, cuda:1, mps … (default: device_map=auto)")
     group.add_argument("--dtype", help=f"{', '.join(DTYPE_NAMES)} (default: the checkpoint's)")
     group.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
+    group.add_argument("--adapter", metavar="DIR", help="a LoRA adapter (train --lora) merged into --model")
     group.add_argument(
         "--compile",
         action=argparse.BooleanOptionalAction,
@@ -152,5 +153,6 @@ def open_backend(
         trust_remote_code=args.trust_remote_code,
         cache_reuse=not args.no_cache_reuse,
         compile=cfg.compile if compile is None else compile,
+        adapter=args.adapter,
         progress=progress,
     )

@@ -6,6 +6,7 @@ torch and transformers are imported inside the handlers only: ``reasonchat --hel
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -80,18 +81,22 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
         "train",
         help="fine-tune with the loss on reasoning and answer",
         description=(
-            "Fine-tune a prepared model on JSONL conversations with the loss on the reasoning and "
-            "assistant turns only. Ctrl+C saves a checkpoint; --resume continues from it."
+            "Fine-tune a prepared model on JSONL conversations (ours, or the HF/TRL 'messages' format with "
+            "reasoning_content, reasoning or <think> on assistant messages) with the loss on the reasoning "
+            "and assistant turns only: the whole model, or LoRA adapters with --lora. Ctrl+C saves a "
+            "checkpoint; --resume continues from it. Runs unchanged under accelerate launch (DDP, FSDP)."
         ),
     )
     parser.add_argument("--model", required=True, metavar="DIR", help="a model made by prepare-model")
-    parser.add_argument("--data", required=True, metavar="FILE", help="training conversations (JSONL)")
+    parser.add_argument("--data", required=True, metavar="FILE",
+                        help="training conversations (JSONL; see docs/training.md for the formats)")  # fmt: skip
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory")
     parser.add_argument("--eval-data", metavar="FILE", help="conversations for the periodic eval loss")
     group = parser.add_argument_group("schedule")
     group.add_argument("--max-steps", type=int, metavar="N", help="optimizer steps (default: --epochs)")
     group.add_argument("--epochs", type=float, default=d.epochs, help=f"passes over the data (default {d.epochs})")
-    group.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
+    group.add_argument("--batch-size", type=int, default=d.batch_size,
+                       help=f"examples per batch and process (default {d.batch_size})")  # fmt: skip
     group.add_argument("--grad-accum", type=int, default=d.grad_accum, metavar="N",
                        help=f"batches per optimizer step (default {d.grad_accum})")  # fmt: skip
     group.add_argument("--max-length", type=int, default=d.max_length, metavar="N",
@@ -113,17 +118,71 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     group.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     group.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
+    group = parser.add_argument_group("LoRA (needs peft)")
+    group.add_argument("--lora", type=int, metavar="R",
+                       help="train rank-R adapters on the attention and MLP projections, and the rows of the "
+                            "tokens prepare-model added, instead of the whole model; OUT is an adapter")  # fmt: skip
+    group.add_argument("--lora-alpha", type=float, metavar="A", help="LoRA scale numerator (default 2 × R)")
+    group.add_argument("--lora-targets", nargs="+", metavar="MODULE",
+                       help="module names to adapt (default: every linear layer but the output head)")  # fmt: skip
+    group.add_argument("--merge", action="store_true", help="also write base + adapter as one model in OUT/merged")
     group = parser.add_argument_group("hardware")
     group.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda if available)")
     group.add_argument("--threads", type=int, metavar="N",
                        help="torch CPU threads (1 is best for tiny models on shared cores)")  # fmt: skip
+    group.add_argument("--processes", type=int, metavar="N",
+                       help="data-parallel over N processes (DDP; one per GPU, or gloo on CPU): a shortcut for "
+                            "torchrun; for FSDP use `accelerate launch --config_file ... -m reasonchat train`")  # fmt: skip
+    group.add_argument("--gradient-checkpointing", action="store_true",
+                       help="recompute activations in the backward pass: less memory, ~30 %% more time")  # fmt: skip
     add_trust_remote_code(parser)
-    parser.set_defaults(func=_run_train)
+    parser.set_defaults(func=_run_train, train_parser=parser)
+
+
+def _relaunch_argv(args: argparse.Namespace) -> list[str]:
+    """The same ``train`` command line, rebuilt from the parsed flags, less ``--processes``."""
+    argv = ["train"]
+    for action in args.train_parser._actions:
+        if not action.option_strings or action.dest in ("help", "processes"):
+            continue
+        value = getattr(args, action.dest, None)
+        if value is None or value is False or value == action.default:
+            continue
+        flag = action.option_strings[-1]
+        if value is True:
+            argv.append(flag)
+        elif isinstance(value, list):
+            argv += [flag, *map(str, value)]
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
+def _launch_processes(args: argparse.Namespace) -> int:
+    """``train --processes N``: the same command under torchrun, which accelerate picks up."""
+    import subprocess
+
+    from reasonchat.errors import UserError
+    from reasonchat.training.distributed import launched_processes
+
+    if not 1 <= args.processes <= 1024:
+        raise UserError(f"--processes must be from 1 to 1024, got {args.processes}")
+    if launched_processes() > 1:
+        raise UserError("--processes inside a launched run: use either --processes or accelerate launch")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={args.processes}", "-m", "reasonchat", *_relaunch_argv(args)]  # fmt: skip
+    print(f"starting {args.processes} processes: {' '.join(command[1:])}", file=sys.stderr)
+    try:
+        return subprocess.call(command)
+    except KeyboardInterrupt:
+        return 130
 
 
 def _run_train(args: argparse.Namespace) -> int:
     from reasonchat.training.trainer import TrainConfig, train
 
+    if args.processes is not None and args.processes != 1:
+        return _launch_processes(args)
     _quiet_transformers()
     config = TrainConfig(
         model=args.model,
@@ -151,8 +210,17 @@ def _run_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         overwrite=args.overwrite,
         progress=not args.no_progress and sys.stderr.isatty(),
+        lora=args.lora,
+        lora_alpha=args.lora_alpha,
+        lora_targets=args.lora_targets,
+        merge=args.merge,
+        gradient_checkpointing=args.gradient_checkpointing,
     )
     result = train(config, log=lambda message: print(message, file=sys.stderr))
+    from reasonchat.training.distributed import launched_processes
+
+    if launched_processes() > 1 and int(os.environ.get("RANK", "0")) != 0:
+        return 130 if result.interrupted else 0  # the main process reports
     if result.interrupted:
         raise KeyboardInterrupt
     last = f", eval loss {result.eval_losses[-1][1]:.4f}" if result.eval_losses else ""
@@ -177,7 +245,7 @@ def _register_demo(subparsers: argparse._SubParsersAction) -> None:
 
     build = actions.add_parser(
         "build",
-        help="train it from scratch (about 10 minutes on 2 CPU cores)",
+        help="train it from scratch (about 12 minutes of CPU, one thread)",
         description="Train the demo model from scratch with prepare-model and train (seeded).",
     )
     build.add_argument("--out", default="demo-model", metavar="DIR", help="output directory (default ./demo-model)")

@@ -476,9 +476,11 @@ def load_backend(
     trust_remote_code: bool = False,
     cache_reuse: bool = True,
     compile: bool | None = None,
+    adapter: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
 ) -> TransformersBackend:
-    """``compile``: the fast decode path (``engine.static_decode``); None: on CUDA only."""
+    """``compile``: the fast decode path (``engine.static_decode``); None: on CUDA only. ``adapter``:
+    a LoRA adapter directory (``train --lora``) merged into the model before anything else sees it."""
     loaded = load_model(
         model,
         device=device,
@@ -487,5 +489,9 @@ def load_backend(
         trust_remote_code=trust_remote_code,
         progress=progress,
     )
+    if adapter is not None:
+        from reasonchat.engine.adapters import apply_adapter
+
+        loaded = apply_adapter(loaded, adapter)
     fast = compile if compile is not None else loaded.input_device.type == "cuda"
     return TransformersBackend(loaded, cache_reuse=cache_reuse, fast=fast, progress=progress)

@@ -24,6 +24,7 @@ from reasonchat.template import (
     normalize_history,
 )
 from reasonchat.token_ids import single_token_id
+from reasonchat.training.formats import KNOWN_SHAPES, messages_to_history, record_messages
 
 TRAINED_ROLES = frozenset({REASONING_ROLE, ASSISTANT_ROLE})
 _FLAT_FIELDS = ("question", "reasoning", "answer")
@@ -32,10 +33,13 @@ _FLAT_FIELDS = ("question", "reasoning", "answer")
 def prepare_conversation_template(example: Mapping[str, Any]) -> list[dict[str, str]]:
     """The card's history (``system → user → <|reasoning|> → assistant``, any number of turns).
 
-    Two shapes are accepted:
+    Accepted shapes (``reasonchat.training.formats``):
 
     * ``{"messages": [{"role": ..., "content": ...}, ...]}`` with roles ``system`` (first only),
-      ``user``, ``<|reasoning|>`` (or ``reasoning``) and ``assistant``, any number of turns;
+      ``user``, ``<|reasoning|>`` (or ``reasoning``) and ``assistant``, any number of turns; an
+      assistant message's ``reasoning``/``reasoning_content`` field or ``<think>…</think>`` prefix
+      becomes the reasoning turn before it (the format TRL and the HF hub use);
+    * ``{"prompt": [...], "completion": [...]}``, TRL's conversational prompt-completion: both lists;
     * ``{"question": ..., "reasoning": ..., "answer": ...}`` with an optional ``"system"``. Without
       ``"system"`` the default system prompt is used, as in the card; ``"system": null`` means none.
 
@@ -44,16 +48,17 @@ def prepare_conversation_template(example: Mapping[str, Any]) -> list[dict[str, 
     """
     if not isinstance(example, Mapping):
         raise TypeError(f"an example must be a JSON object, got {type(example).__name__}")
-    if "messages" in example:
-        messages = example["messages"]
-        if not isinstance(messages, list) or not messages:
-            raise ValueError("'messages' must be a non-empty list")
-        history = normalize_history(messages)
+    messages = record_messages(example)
+    if messages is not None:
+        history = normalize_history(messages_to_history(messages))
         # The same shape rules as a saved conversation: system first, then user / reasoning / assistant.
         Conversation.from_history(history)
         if not any(m["role"] in TRAINED_ROLES for m in history):
-            raise ValueError("'messages' has no reasoning or assistant turn to learn from")
+            raise ValueError("the conversation has no reasoning or assistant turn to learn from")
         return history
+    if not any(name in example for name in _FLAT_FIELDS):
+        keys = ", ".join(map(repr, list(example)[:6])) or "none"
+        raise ValueError(f"not a known example format (keys: {keys}): {KNOWN_SHAPES}")
     missing = [name for name in _FLAT_FIELDS if name not in example]
     if missing:
         raise ValueError(

@@ -31,6 +31,10 @@ from reasonchat.token_ids import single_token_id, stop_ids
 
 Log = Callable[[str], None]
 
+# What prepare-model added to a checkpoint, so that train --lora knows which rows are new (a JSON object
+# with "added_tokens"); train carries it into every checkpoint it writes.
+PREPARED_FILE = "reasonchat.json"
+
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -75,16 +79,43 @@ class PrepareReport:
 
 
 def save_tokenizer(tokenizer: Any, out: Path) -> None:
-    """``save_pretrained``, without the loading flags transformers 5 writes back into the config
-    (``local_files_only``, ``is_local``): they describe how we loaded it, not the tokenizer."""
+    """``save_pretrained`` with the card's template as the ``chat_template`` (replacing the base's: the
+    checkpoint now speaks this protocol), written into ``tokenizer_config.json`` itself, where every
+    reader finds it (transformers 5 would otherwise write a separate ``chat_template.jinja``), and
+    without the loading flags transformers 5 writes back into the config (``local_files_only``,
+    ``is_local``): they describe how we loaded it, not the tokenizer."""
     import json
 
-    tokenizer.save_pretrained(out)
+    from reasonchat.chat_template import CHAT_TEMPLATE
+
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(out, save_jinja_files=False)
+    stale = Path(out) / "chat_template.jinja"  # a copied base's file would win over the config's
+    if stale.is_file():
+        stale.unlink()
     path = Path(out) / "tokenizer_config.json"
     if path.is_file():
         config = json.loads(path.read_text(encoding="utf-8"))
         if any(config.pop(key, None) is not None for key in ("local_files_only", "is_local")):
             path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def added_tokens(checkpoint: Path | str) -> list[str]:
+    """The tokens prepare-model added to ``checkpoint`` (``[]`` when it has no record of them)."""
+    import json
+
+    try:
+        data = json.loads((Path(checkpoint) / PREPARED_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    tokens = data.get("added_tokens") if isinstance(data, dict) else None
+    return [t for t in tokens if isinstance(t, str)] if isinstance(tokens, list) else []
+
+
+def write_added_tokens(out: Path, tokens: list[str]) -> None:
+    import json
+
+    (Path(out) / PREPARED_FILE).write_text(json.dumps({"added_tokens": tokens}) + "\n", encoding="utf-8")
 
 
 def check_output_dir(out: Path, overwrite: bool, *, what: str = "output directory") -> None:
@@ -279,6 +310,8 @@ def prepare_model(
     log(f"saving to {out_path}")
     model.save_pretrained(out_path)
     save_tokenizer(tokenizer, out_path)
+    earlier = added_tokens(base_path) if base_path.is_dir() else []  # a prepared base keeps its record
+    write_added_tokens(out_path, earlier + [t for t in added if t not in earlier])
     report = PrepareReport(
         out=out_path,
         reasoning_id=int(single_token_id(tokenizer, REASONING_TOKEN)),
