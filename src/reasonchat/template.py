@@ -42,18 +42,24 @@ def normalize_role(role: object, index: int) -> str:
     return role
 
 
+def message_parts(message: object, index: int) -> tuple[str, str]:
+    """Message ``index``'s canonical role and its content, or a ``ValueError`` naming it."""
+    if not isinstance(message, Mapping):
+        raise ValueError(f"message {index}: expected an object with 'role' and 'content'")
+    if "role" not in message or "content" not in message:
+        raise ValueError(f"message {index}: needs both 'role' and 'content'")
+    role = normalize_role(message["role"], index)
+    content = message["content"]
+    if not isinstance(content, str):
+        raise ValueError(f"message {index}: content must be a string, got {type(content).__name__}")
+    return role, content
+
+
 def normalize_history(history: Iterable[Message]) -> list[dict[str, str]]:
     """Validate ``history`` and return it as plain dicts with canonical roles."""
     normalized = []
     for index, message in enumerate(history):
-        if not isinstance(message, Mapping):
-            raise ValueError(f"message {index}: expected an object with 'role' and 'content'")
-        if "role" not in message or "content" not in message:
-            raise ValueError(f"message {index}: needs both 'role' and 'content'")
-        role = normalize_role(message["role"], index)
-        content = message["content"]
-        if not isinstance(content, str):
-            raise ValueError(f"message {index}: content must be a string, got {type(content).__name__}")
+        role, content = message_parts(message, index)
         normalized.append({"role": role, "content": content})
     return normalized
 

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from reasonchat.chat_template import REASONING_FIELDS
-from reasonchat.template import ASSISTANT_ROLE, REASONING_ROLE, normalize_role
+from reasonchat.template import ASSISTANT_ROLE, REASONING_ROLE, message_parts
 
 THINK_OPEN: Final = "<think>"
 THINK_CLOSE: Final = "</think>"
@@ -60,14 +60,7 @@ def messages_to_history(messages: Sequence[Any]) -> list[dict[str, str]]:
     """The card's history for a list of messages, with assistant reasoning written out as its turn."""
     history: list[dict[str, str]] = []
     for index, message in enumerate(messages):
-        if not isinstance(message, Mapping):
-            raise ValueError(f"message {index}: expected an object with 'role' and 'content'")
-        if "role" not in message or "content" not in message:
-            raise ValueError(f"message {index}: needs both 'role' and 'content'")
-        role = normalize_role(message["role"], index)
-        content = message["content"]
-        if not isinstance(content, str):
-            raise TypeError(f"message {index}: content must be a string, got {type(content).__name__}")
+        role, content = message_parts(message, index)
         if role == ASSISTANT_ROLE:
             reasoning = _reasoning_field(message, index)
             try:
