@@ -111,3 +111,12 @@ class _Pausing:
             if index + 1 == self.backend.pause_after:
                 self.backend.paused.set()
                 self.request.cancel.wait()
+
+
+def editor_open(app: ReasonchatApp) -> bool:
+    """The reasoning (or question) editor is in front, its text area focused: ready for keys."""
+    from textual.widgets import TextArea
+
+    from reasonchat.tui.dialogs.edit_reasoning import EditReasoningDialog
+
+    return isinstance(app.screen, EditReasoningDialog) and isinstance(app.focused, TextArea)

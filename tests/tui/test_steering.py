@@ -16,7 +16,7 @@ from reasonchat.tui.dialogs.edit_reasoning import EditReasoningDialog
 from reasonchat.tui.screens.chat import budget_label, next_budget
 from reasonchat.tui.widgets.stage_pane import reasoning_title
 from reasonchat.tui.widgets.status_bar import StatusBar
-from tests.tui.helpers import SMALL, PausingBackend, chat, make_app, send, wait_for, wait_idle, wait_ready
+from tests.tui.helpers import SMALL, PausingBackend, chat, editor_open, make_app, send, wait_for, wait_idle, wait_ready
 
 
 def footer_actions(screen) -> set[str]:
@@ -217,8 +217,6 @@ async def test_edit_reasoning_saves_and_regenerates_only_the_answer(store: Store
     backend = ScriptedBackend(lambda request: "Thinking." if request.stage == "reasoning" else request.prompt[-60:])
     app = make_app(backend, store=store)
 
-    def editor_focused() -> bool:
-        return isinstance(app.screen, EditReasoningDialog) and isinstance(app.focused, TextArea)
 
     async with app.run_test(size=SMALL) as pilot:
         screen = chat(app)
@@ -227,7 +225,7 @@ async def test_edit_reasoning_saves_and_regenerates_only_the_answer(store: Store
         await wait_idle(pilot)
         first_answer = screen.conversation.turns[0].answer
         await pilot.press("f2")
-        await wait_for(pilot, editor_focused)
+        await wait_for(pilot, lambda: editor_open(app))
         editor = app.screen.query_one(TextArea)
         assert editor.text == "Thinking."
         editor.load_text("It is 3000.")
@@ -251,8 +249,6 @@ async def test_escape_discards_an_edited_reasoning() -> None:
     backend = ScriptedBackend()
     app = make_app(backend)
 
-    def editor_focused() -> bool:
-        return isinstance(app.screen, EditReasoningDialog) and isinstance(app.focused, TextArea)
 
     async with app.run_test(size=SMALL) as pilot:
         screen = chat(app)
@@ -261,7 +257,7 @@ async def test_escape_discards_an_edited_reasoning() -> None:
         await wait_idle(pilot)
         before = screen.conversation.turns[0].reasoning
         await screen.run_action("edit_reasoning")  # what the palette's "Edit reasoning" runs
-        await wait_for(pilot, editor_focused)
+        await wait_for(pilot, lambda: editor_open(app))
         app.screen.query_one(TextArea).load_text("changed")
         await pilot.press("escape")
         await wait_for(pilot, lambda: not isinstance(app.screen, EditReasoningDialog))
@@ -275,8 +271,6 @@ async def test_the_compose_mode_sends_a_written_reasoning_or_none(store: Store) 
     backend = ScriptedBackend()
     app = make_app(backend, store=store)
 
-    def editor_focused() -> bool:
-        return isinstance(app.screen, EditReasoningDialog) and isinstance(app.focused, TextArea)
 
     async with app.run_test(size=SMALL) as pilot:
         screen = chat(app)
@@ -284,7 +278,7 @@ async def test_the_compose_mode_sends_a_written_reasoning_or_none(store: Store) 
         await pilot.press("ctrl+l")
         assert screen.compose_mode == "write" and "you write" in screen.composer.border_title
         await send(pilot, "what is 2 + 2?")
-        await wait_for(pilot, editor_focused)
+        await wait_for(pilot, lambda: editor_open(app))
         app.screen.query_one(TextArea).load_text("2 + 2 = 4.")
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: not isinstance(app.screen, EditReasoningDialog))
@@ -321,7 +315,7 @@ async def test_escape_in_the_written_reasoning_keeps_the_message_unsent() -> Non
         await wait_ready(pilot)
         await screen.run_action("cycle_compose_mode")  # what the palette entry runs
         await send(pilot, "question")
-        await wait_for(pilot, lambda: isinstance(app.screen, EditReasoningDialog) and isinstance(app.focused, TextArea))
+        await wait_for(pilot, lambda: editor_open(app))
         await pilot.press("escape")
         await wait_for(pilot, lambda: app.screen is screen)
         await pilot.pause()
@@ -400,8 +394,6 @@ async def test_a_written_reasoning_goes_with_its_message_into_a_new_conversation
     limit = backend.count_tokens(alone.stage_prompt(0, "answer")) + 4
     app = make_app(backend, store=store, context_limit=limit)
 
-    def editor_focused() -> bool:
-        return isinstance(app.screen, EditReasoningDialog) and isinstance(app.focused, TextArea)
 
     async with app.run_test(size=SMALL) as pilot:
         screen = chat(app)
@@ -411,7 +403,7 @@ async def test_a_written_reasoning_goes_with_its_message_into_a_new_conversation
         first = screen.conversation.id
         await pilot.press("ctrl+l")
         await send(pilot, message)
-        await wait_for(pilot, editor_focused)
+        await wait_for(pilot, lambda: editor_open(app))
         app.screen.query_one(TextArea).load_text(mine)
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: isinstance(app.screen, OverflowDialog))

@@ -17,7 +17,7 @@ from reasonchat.tui.replay_app import ReplayApp
 from reasonchat.tui.screens.compare import CompareScreen
 from reasonchat.tui.widgets.transcript import ReasoningFold, TranscriptTurn
 from tests.test_variants import counting_script
-from tests.tui.helpers import SMALL, WIDE, chat, chat_args, make_app, send, wait_for, wait_idle, wait_ready
+from tests.tui.helpers import SMALL, WIDE, chat, chat_args, editor_open, make_app, send, wait_for, wait_idle, wait_ready
 
 
 def titles(screen) -> tuple[str, str]:
@@ -28,7 +28,7 @@ def titles(screen) -> tuple[str, str]:
 async def reanswer_unchanged(pilot, app) -> None:
     """f2, then save the reasoning as it is: another answer from the same reasoning."""
     await pilot.press("f2")
-    await wait_for(pilot, lambda: isinstance(app.screen, EditReasoningDialog) and isinstance(app.focused, TextArea))
+    await wait_for(pilot, lambda: editor_open(app))
     await pilot.press("ctrl+s")
     await wait_for(pilot, lambda: not isinstance(app.screen, EditReasoningDialog))
     await wait_idle(pilot)
@@ -181,7 +181,7 @@ async def test_on_the_demo_model_edit_switch_compare_mark_and_think_again() -> N
         model_turn = screen.conversation.turns[0]
         model_reasoning, model_answer = model_turn.reasoning, model_turn.answer
         await pilot.press("f2")
-        await wait_for(pilot, lambda: isinstance(app.screen, EditReasoningDialog) and isinstance(app.focused, TextArea))
+        await wait_for(pilot, lambda: editor_open(app))
         app.screen.query_one(TextArea).load_text(model_reasoning + "\nresult: 3000")
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: not isinstance(app.screen, EditReasoningDialog))
@@ -275,7 +275,7 @@ async def test_editing_an_earlier_question_forks_the_conversation(store: Store) 
         fold.focus()
         await wait_for(pilot, lambda: fold.has_focus)
         await screen.run_action("edit_question")
-        await wait_for(pilot, lambda: isinstance(app.screen, EditReasoningDialog) and isinstance(app.focused, TextArea))
+        await wait_for(pilot, lambda: editor_open(app))
         assert app.focused.text == "two"
         app.focused.load_text("two, but different")
         await pilot.press("ctrl+s")

@@ -655,12 +655,20 @@ class ChatScreen(Screen[None]):
             self.meter.usage = ContextUsage(self.context_limit)
             self._run(None)
 
-    async def _last_turn_to_steer(self, what: str) -> Turn | None:
-        """The last turn, when it can be worked on now; else ``None``, the user told why."""
+    def _session_free(self) -> bool:
+        """Whether the session can take an operation now; if not, the user is told why."""
         if self.busy:
             self.notify(BUSY_HINT, severity="warning")
         elif self.session is None:
             self.notify("The model is still loading.", severity="warning")
+        else:
+            return True
+        return False
+
+    async def _last_turn_to_steer(self, what: str) -> Turn | None:
+        """The last turn, when it can be worked on now; else ``None``, the user told why."""
+        if not self._session_free():
+            pass
         elif not self.conversation.turns:
             self.notify(f"Nothing to {what} yet: send a message first.")
         elif await self._reload_if_changed():
@@ -720,15 +728,11 @@ class ChatScreen(Screen[None]):
 
     async def _versions_turn(self) -> int | None:
         index = self._version_target()
-        if self.busy:
-            self.notify(BUSY_HINT, severity="warning")
-        elif self.session is None:
-            self.notify("The model is still loading.", severity="warning")
-        elif index is None:
+        if not self._session_free():
+            return None
+        if index is None:
             self.notify("No turn yet: send a message first.")
-        else:
-            return index
-        return None
+        return index
 
     async def action_variant(self, stage: str, step: int) -> None:
         index = await self._versions_turn()
