@@ -295,3 +295,36 @@ def test_buckets_double_from_1024_keep_what_they_hold_and_their_buffers() -> Non
     assert (cache.size, cache.length()) == (1024, 0) and cache.layers[0].keys.data_ptr() == first
     cache.fit(2000)  # the 2k bucket's buffers are kept, not made again (CUDA graphs recorded them)
     assert cache.layers[0].keys.data_ptr() == second and cache.length() == 0
+
+
+def test_a_prefill_into_the_static_cache_attends_over_the_filled_slots_only(
+    llama_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A suffix prefilled at 8k tokens into a 16k bucket must not attend over (and copy) 16k keys: the
+    fast path's stage-2 first token would come later than the eager path's."""
+    import torch
+    from transformers import AutoModelForCausalLM, DynamicCache, StaticCache
+
+    from reasonchat.engine import static_decode
+
+    model = AutoModelForCausalLM.from_pretrained(llama_dir, attn_implementation="sdpa").eval()
+    assert static_decode.use_packed_decode_attention(model)
+    seen: list[int] = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(query: Any, key: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(key.shape[-2])
+        return sdpa(query, key, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    prompt, suffix = torch.arange(3, 13)[None], torch.arange(20, 23)[None]
+    logits = {}
+    with torch.no_grad():
+        for name, cache in (("static", StaticCache(config=model.config, max_cache_len=64)),
+                            ("dynamic", DynamicCache(config=model.config))):  # fmt: skip
+            model(prompt, past_key_values=cache, use_cache=True)
+            seen.clear()
+            out = model(suffix, past_key_values=cache, use_cache=True, cache_position=torch.arange(10, 13))
+            logits[name] = out.logits
+            assert seen == [13, 13], (name, seen)  # both layers, the 13 filled slots of 64
+    torch.testing.assert_close(logits["static"], logits["dynamic"])

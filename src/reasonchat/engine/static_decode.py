@@ -5,8 +5,9 @@ recompile) when it is handed a compileable cache; since transformers 5.15 it all
 cache per call when asked for ``cache_implementation="static"``, which would drop the prefix between
 stages, so the backend owns the cache and passes it as ``cache=``.
 
-The cache is sized in buckets (1k, 2k, 4k, … up to what the stage needs): static-cache attention spans
-every slot, so a short chat must not pay for 32k of them. One set of buffers per bucket is kept for the
+The cache is sized in buckets (1k, 2k, 4k, … up to what the stage needs): the compiled step's
+attention spans every slot (one graph for any length), so a short chat must not pay for 32k of them.
+Prefill, eager, attends over the filled slots only (``use_packed_decode_attention``). One set of buffers per bucket is kept for the
 backend's life: CUDA graphs record the buffers' addresses, and fresh buffers per conversation would
 re-record them every time (and past a limit, silently stop using graphs). The step is compiled with
 dynamic shapes, so a new bucket re-uses the compiled code instead of compiling again.
@@ -17,6 +18,7 @@ Imports torch: only the transformers backend imports this module.
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -87,11 +89,15 @@ PACKED_ATTENTION = "reasonchat_sdpa"
 
 
 def use_packed_decode_attention(model: Any) -> bool:
-    """Inside compiled code, one query token attends on the key/value heads directly (its query heads
-    packed per group) instead of through ``repeat_kv``, which transformers uses under compile and which
-    copies the whole cache ``groups`` times per layer per step (3x for SmolLM2, 7x for Qwen2.5-0.5B).
-    eager transformers does the same packing outside compile. Only for models on plain SDPA; False
-    when left alone."""
+    """Two changes to SDPA attention, for models on plain SDPA (False when left alone):
+
+    - Inside compiled code, one query token attends on the key/value heads directly (its query heads
+      packed per group) instead of through ``repeat_kv``, which transformers uses under compile and
+      which copies the whole cache ``groups`` times per layer per step (3x for SmolLM2, 7x for
+      Qwen2.5-0.5B). Eager transformers does the same packing outside compile.
+    - Outside it (prefill), attention spans the filled slots only: a static cache hands attention its
+      whole bucket, so a 5-token suffix prefilled at 8k tokens into a 16k bucket would attend over
+      (and ``repeat_kv``-copy) twice the keys the eager path's cache holds."""
     if model.config._attn_implementation != "sdpa":
         return False
     from transformers import AttentionInterface
@@ -118,7 +124,12 @@ def _packed_sdpa(
 
     groups = getattr(module, "num_key_value_groups", 1)
     plain = kwargs.get("position_bias") is None and kwargs.get("softcap") is None and kwargs.get("s_aux") is None
-    if not (torch.compiler.is_compiling() and query.shape[2] == 1 and groups > 1 and plain):
+    compiling = torch.compiler.is_compiling()
+    if not (compiling and query.shape[2] == 1 and groups > 1 and plain):
+        if not compiling and plain and attention_mask is not None:
+            used = _filled_slots(attention_mask)
+            if used < key.shape[2]:
+                key, value, attention_mask = key[:, :, :used], value[:, :, :used], attention_mask[..., :used]
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal,
             **kwargs,
@@ -131,6 +142,26 @@ def _packed_sdpa(
         packed, key, value, attn_mask=attention_mask, dropout_p=0.0, scale=scaling
     )
     return out.reshape(batch, heads, 1, value.shape[-1]).transpose(1, 2).contiguous(), None
+
+
+# Every layer of one forward gets the same mask: its filled length is found once (a device sync).
+# A weak reference, as a prefill's mask can be hundreds of MB.
+_last_mask: tuple[weakref.ref[torch.Tensor] | None, int] = (None, 0)
+
+
+def _filled_slots(mask: torch.Tensor) -> int:
+    """Key slots any query may see: up to the newest query's position, past which a static cache's
+    slots are empty. A mask that is not boolean is taken whole."""
+    global _last_mask
+    seen, used = _last_mask
+    if seen is not None and seen() is mask:
+        return used
+    if mask.dtype != torch.bool or mask.dim() != 4:
+        return mask.shape[-1]
+    visible = mask[..., -1, :].reshape(-1, mask.shape[-1]).any(0).nonzero()
+    used = int(visible.max()) + 1 if visible.numel() else mask.shape[-1]
+    _last_mask = (weakref.ref(mask), used)
+    return used
 
 
 def graphs_compiled() -> int:
