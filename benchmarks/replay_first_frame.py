@@ -27,6 +27,7 @@ instead, polling ``capture-pane`` until the marker shows: how the first-frame ta
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import random
@@ -179,6 +180,9 @@ def main() -> None:
     cols, rows = (int(n) for n in args.size.split("x"))
     size = (cols, rows)
 
+    # Bytecode as an installed package has it (pip compiles at install): with PYTHONDONTWRITEBYTECODE
+    # set, an editable checkout would compile every module of ours at every start, and Textual's not.
+    compileall.compile_dir(str(ROOT / "src"), quiet=1)
     count = qwen_counter()
     conv = build_conversation(count, args.tokens)
     tokens = count(apply_chat_template(conv.history(), add_reasoning_generation_prompt=False))

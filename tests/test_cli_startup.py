@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -63,3 +65,29 @@ def test_an_unknown_command_still_lists_every_command(capsys: pytest.CaptureFixt
         main(["nosuchcommand"])
     err = capsys.readouterr().err
     assert "replay" in err and "train" in err
+
+
+def test_a_replay_imports_no_markdown_toml_or_secrets_before_its_first_frame(tmp_path: Path) -> None:
+    """What a replay's first frame waits for is kept to what it needs (its target to measure: 1.25x a
+    bare Textual app's first frame): the panes' Markdown comes after it, a config file is parsed only
+    when there is one, ids need no ``secrets``."""
+    from reasonchat.conversation import Conversation
+    from reasonchat.transfer import to_json
+
+    conv = Conversation()
+    turn = conv.add_turn("What is 2+2?")
+    turn.reasoning, turn.answer = "2+2=4", "**4**"
+    path = tmp_path / "conv.json"
+    path.write_text(to_json(conv), encoding="utf-8")
+    code = (
+        "import json, sys\n"
+        "from reasonchat.cli import build_parser\n"
+        "from reasonchat.cli.replay_command import build_replay_app\n"
+        f"build_replay_app(build_parser('replay').parse_args(['replay', {str(path)!r}]))\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    loaded = set(json.loads(out))
+    assert "reasonchat.tui.replay_app" in loaded
+    assert not {"markdown_it", "textual.widgets._markdown", "reasonchat.line_breaks", "tomllib", "secrets"} & loaded

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -141,6 +140,8 @@ def _read_file(path: Path, problems: list[str]) -> dict[str, tuple[Any, int | No
     except (OSError, UnicodeDecodeError) as err:
         problems.append(f"{path}: cannot read the config file ({err}); using the defaults")
         return {}
+    import tomllib  # only with a file to parse: most starts have none, and a replay's start counts
+
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:

@@ -10,14 +10,12 @@ import json
 import os
 import re
 import stat
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from reasonchat.conversation import SOURCE_WORDS, Conversation, StageStats, Turn
 from reasonchat.errors import UserError
-from reasonchat.line_breaks import with_hard_breaks
 from reasonchat.sanitize import sanitize
 from reasonchat.unicode_text import valid_strings
 
@@ -70,6 +68,9 @@ def to_markdown(conv: Conversation) -> str:
 
 def _as_written(text: str) -> str:
     """Terminal-safe, with its single newlines kept as line breaks by any Markdown renderer."""
+    # Imported here: markdown-it is for Markdown exports, not for reading a file to replay.
+    from reasonchat.line_breaks import with_hard_breaks
+
     return with_hard_breaks(sanitize(text))
 
 
@@ -155,6 +156,8 @@ def write_atomically(path: Path, data: bytes) -> None:
 
 
 def _replace(path: Path, data: bytes) -> None:
+    import tempfile  # here: a replay reads files and never writes one
+
     try:
         fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as err:

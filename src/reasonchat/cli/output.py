@@ -17,7 +17,6 @@ from contextlib import contextmanager
 from typing import Any
 
 from reasonchat.errors import ReasonchatError
-from reasonchat.transfer import canonical_json
 
 
 class OutputError(ReasonchatError):
@@ -121,6 +120,9 @@ def write_bytes(data: bytes) -> None:
 
 def write_json(obj: Any) -> None:
     """Machine output: ``transfer.canonical_json``, so no control character reaches a terminal raw."""
+    # Imported here: every command imports this module, and a replay by id needs no transfer code.
+    from reasonchat.transfer import canonical_json
+
     write_text(canonical_json(obj))
 
 

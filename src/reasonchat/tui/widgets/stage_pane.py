@@ -19,16 +19,18 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import suppress
+from typing import TYPE_CHECKING
 
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
-from textual.widget import Widget
-from textual.widgets.markdown import MarkdownBlock
 
 from reasonchat.conversation import Stage, StageStats, Turn
-from reasonchat.line_breaks import markdown_parser
 from reasonchat.sanitize import ScreenStream, for_screen
-from reasonchat.tui.widgets.model_markdown import ModelMarkdown
+
+if TYPE_CHECKING:
+    from textual.widgets.markdown import MarkdownBlock
+
+    from reasonchat.tui.widgets.model_markdown import StageMarkdown
 
 # Lines per append: about twenty blocks of ordinary Markdown, a frame's worth of mounting. Lines, not
 # characters: new blocks start only at line ends, so a long line (one growing paragraph, which
@@ -108,20 +110,6 @@ def split_for_append(text: str, limit: int = MAX_APPEND_LINES) -> tuple[str, str
     return text[: cut + 1], text[cut + 1 :]
 
 
-class StageMarkdown(ModelMarkdown):
-    """The pane's Markdown; its first child is the spacer that stands for the hidden blocks."""
-
-    def compose(self) -> ComposeResult:
-        yield Widget(classes="stage-spacer")
-
-    @property
-    def spacer(self) -> Widget:
-        return self.query_one(".stage-spacer", Widget)
-
-    def blocks(self) -> list[MarkdownBlock]:
-        return [child for child in self.children if isinstance(child, MarkdownBlock)]
-
-
 class _Feed:
     """Appends what the pane is given, in order, in a task of its own (never more than one append at
     a time, and never one of more than ``MAX_APPEND_LINES`` lines)."""
@@ -186,17 +174,38 @@ class StagePane(Vertical):
         self._settle_scheduled = False
         self._settled = asyncio.Event()
         self._settled.set()
+        self._markdown: StageMarkdown | None = None
+        self._markdown_mounted = asyncio.Event()
 
     def compose(self) -> ComposeResult:
-        with VerticalScroll(classes="stage-scroll"):
-            yield StageMarkdown()
+        yield VerticalScroll(classes="stage-scroll")
 
     def on_mount(self) -> None:
         self.watch(self.scroll, "scroll_y", self._scrolled, init=False)
+        # The Markdown comes after the first frame, which shows the panes empty either way: importing
+        # and mounting it would hold up a replay's (or the app's) first frame by a third.
+        self.call_after_refresh(self._mount_markdown)
+
+    async def _mount_markdown(self) -> None:
+        if self._markdown is not None:  # already asked for (``_ready``)
+            return
+        from reasonchat.tui.widgets.model_markdown import StageMarkdown
+
+        self._markdown = StageMarkdown()
+        await self.scroll.mount(self._markdown)
+        self._markdown_mounted.set()
+
+    async def _ready(self) -> None:
+        """Everything that shows text waits here first. Text to show before the first frame (a
+        screen's own mount) mounts the Markdown at once: waiting for the frame would wait forever."""
+        if self._markdown is None:
+            await self._mount_markdown()
+        await self._markdown_mounted.wait()
 
     @property
     def markdown(self) -> StageMarkdown:
-        return self.query_one(StageMarkdown)
+        assert self._markdown is not None, "the pane's Markdown is mounted after the first frame"
+        return self._markdown
 
     @property
     def scroll(self) -> VerticalScroll:
@@ -204,7 +213,7 @@ class StagePane(Vertical):
 
     @property
     def text(self) -> str:
-        return self.markdown.source
+        return self._markdown.source if self._markdown is not None else ""
 
     @property
     def streaming(self) -> bool:
@@ -237,6 +246,7 @@ class StagePane(Vertical):
         """The stage's whole text (as the model gave it): what the pane shows from now on equals a
         full render of it."""
         final = for_screen(text)
+        await self._ready()
         if self._feed is not None:
             rest = self._screen_text.flush()
             if rest:
@@ -255,6 +265,7 @@ class StagePane(Vertical):
         self.border_subtitle = stats_line(stats)
 
     async def clear(self) -> None:
+        await self._ready()
         await self._close_feed()
         self._follow = False
         self._screen_text = ScreenStream()
@@ -277,6 +288,8 @@ class StagePane(Vertical):
         """Do the streamed blocks equal what a full parse of ``text`` gives? Their types and source
         lines must match; a reference-style link (resolved across the whole document) always
         re-renders. Parsed in a thread, as ``Markdown.update`` does."""
+        from reasonchat.line_breaks import markdown_parser
+
         env: dict[str, object] = {}
         tokens = await asyncio.get_running_loop().run_in_executor(None, markdown_parser().parse, text, env)
         if env.get("references"):

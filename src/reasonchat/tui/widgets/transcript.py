@@ -9,14 +9,18 @@ line that counts the hidden ones). The view stays where it was when they arrive 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Static
 
 from reasonchat.conversation import Turn
 from reasonchat.sanitize import for_screen
-from reasonchat.tui.widgets.model_markdown import ModelMarkdown
 from reasonchat.tui.widgets.stage_pane import answer_title, reasoning_position, reasoning_title, stats_line
+
+if TYPE_CHECKING:
+    from reasonchat.tui.widgets.model_markdown import ModelMarkdown
 
 FIRST_PAGE = 3  # enough to fill the transcript's share of a tall terminal
 PAGE = 10
@@ -45,6 +49,8 @@ class ReasoningFold(Static, can_focus=True):
     async def action_toggle(self) -> None:
         self.unfolded = not self.unfolded
         if self._markdown is None:
+            from reasonchat.tui.widgets.model_markdown import ModelMarkdown  # not at start: see there
+
             self._markdown = ModelMarkdown(for_screen(self.turn.reasoning or ""), classes="transcript-reasoning")
             await self.parent.mount(self._markdown, after=self)
         self._markdown.display = self.unfolded
@@ -68,6 +74,8 @@ class TranscriptTurn(Vertical):
             fold.focus()
 
     def compose(self):
+        from reasonchat.tui.widgets.model_markdown import ModelMarkdown  # not at start: see there
+
         turn = self.turn
         yield Static(f"› {for_screen(turn.user)}", markup=False, classes="user-message")
         if turn.reasoning is not None:
