@@ -1,9 +1,9 @@
 """The bridge between the UI loop and the threads that load the model and generate.
 
 Generation runs ``ChatSession.ask``/``retry`` in a thread. Every event of the run reaches the UI
-through one channel, its ``TurnPipe``: ``loop.call_soon_threadsafe`` onto an asyncio queue, which the
-screen drains in batches; the panes, the meter and the "Thinking…" line all update from the same
-coalesced batch (``coalesce``, ``track_usage``). The producer never waits for the UI (a per-token
+through one channel, its ``TurnPipe``: a list the thread appends to, with one
+``loop.call_soon_threadsafe`` wake-up per batch, which the screen drains; the panes, the meter and
+the "Thinking…" line all update from the same coalesced batch (``coalesce``, ``track_usage``). The producer never waits for the UI (a per-token
 ``call_from_thread`` blocks it until the UI has painted, which capped absorption at ~130 tokens/s),
 and a run's pipe belongs to that run alone, so nothing from an older run can reach the screen.
 """
@@ -43,24 +43,40 @@ Operation = Callable[[Callable[[TurnEvent], None]], object]
 
 
 class TurnPipe:
-    """Ordered events from one generating thread to the UI loop. ``put`` never blocks."""
+    """Ordered events from one generating thread to the UI loop. ``put`` never blocks.
+
+    The loop is woken once per batch, not once per event: a server streaming thousands of tokens a
+    second would otherwise wake it (a write to its self-pipe, a callback) for every token, between
+    the appends and paints the user is waiting for."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._queue: asyncio.Queue[PipeItem] = asyncio.Queue()
+        self._items: list[PipeItem] = []
+        self._lock = threading.Lock()
+        self._woken = False  # a wake-up is on its way to the loop, and will take what is queued
+        self._ready = asyncio.Event()
 
     def put(self, item: PipeItem) -> None:
+        with self._lock:
+            self._items.append(item)
+            if self._woken:
+                return
+            self._woken = True
         try:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+            self._loop.call_soon_threadsafe(self._ready.set)
         except RuntimeError:  # the app has exited and closed its loop: nobody is left to show it
             pass
 
     async def batches(self) -> AsyncIterator[list[PipeItem]]:
         """Everything queued so far, at each wake-up, until the run has ended."""
         while True:
-            batch = [await self._queue.get()]
-            while not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            await self._ready.wait()
+            self._ready.clear()
+            with self._lock:
+                batch, self._items = self._items, []
+                self._woken = False
+            if not batch:
+                continue
             yield batch
             if isinstance(batch[-1], TurnEnded):
                 return
