@@ -7,9 +7,10 @@ stages, so the backend owns the cache and passes it as ``cache=``.
 
 The cache is sized in buckets (1k, 2k, 4k, … up to what the stage needs): the compiled step's
 attention spans every slot (one graph for any length), so a short chat must not pay for 32k of them.
-Prefill, eager, attends over the filled slots only (``use_packed_decode_attention``). One set of buffers per bucket is kept for the
-backend's life: CUDA graphs record the buffers' addresses, and fresh buffers per conversation would
-re-record them every time (and past a limit, silently stop using graphs). The step is compiled with
+Prefill, eager, attends over the filled slots only (``use_packed_decode_attention``). One set of
+buffers per bucket is kept for the backend's life: CUDA graphs record the buffers' addresses, and
+fresh buffers per conversation would re-record them every time (and past a limit, silently stop using
+graphs). The step is compiled with
 dynamic shapes, so a new bucket re-uses the compiled code instead of compiling again.
 
 Imports torch: only the transformers backend imports this module.

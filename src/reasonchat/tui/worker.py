@@ -3,9 +3,10 @@
 Generation runs ``ChatSession.ask``/``retry`` in a thread. Every event of the run reaches the UI
 through one channel, its ``TurnPipe``: a list the thread appends to, with one
 ``loop.call_soon_threadsafe`` wake-up per batch, which the screen drains; the panes, the meter and
-the "Thinking…" line all update from the same coalesced batch (``coalesce``, ``track_usage``). The producer never waits for the UI (a per-token
-``call_from_thread`` blocks it until the UI has painted, which capped absorption at ~130 tokens/s),
-and a run's pipe belongs to that run alone, so nothing from an older run can reach the screen.
+the "Thinking…" line all update from the same coalesced batch (``coalesce``, ``track_usage``). The
+producer never waits for the UI (a per-token ``call_from_thread`` blocks it until the UI has painted,
+which capped absorption at ~130 tokens/s), and a run's pipe belongs to that run alone, so nothing
+from an older run can reach the screen.
 """
 
 from __future__ import annotations
