@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import html
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -120,3 +122,12 @@ def editor_open(app: ReasonchatApp) -> bool:
     from reasonchat.tui.dialogs.edit_reasoning import EditReasoningDialog
 
     return isinstance(app.screen, EditReasoningDialog) and isinstance(app.focused, TextArea)
+
+
+def screen_lines(pilot: Pilot) -> list[str]:
+    """The screen as text, row by row (from Textual's own SVG export)."""
+    svg = pilot.app.export_screenshot()
+    rows: dict[float, list[str]] = {}
+    for match in re.finditer(r'<text[^>]*y="([\d.]+)"[^>]*>(.*?)</text>', svg):
+        rows.setdefault(float(match.group(1)), []).append(html.unescape(match.group(2)))
+    return ["".join(parts).replace("\xa0", " ") for _, parts in sorted(rows.items())]

@@ -7,8 +7,6 @@ review the SVGs in ``__snapshots__/test_compare``.
 
 from __future__ import annotations
 
-import html
-import re
 import threading
 
 import pytest
@@ -20,7 +18,7 @@ from reasonchat.tui.base_app import BaseApp
 from reasonchat.tui.screens import compare
 from reasonchat.tui.screens.compare import CompareScreen, CompareSide, CompareText
 from reasonchat.word_diff import word_diff
-from tests.tui.helpers import SMALL, wait_for
+from tests.tui.helpers import SMALL, screen_lines, wait_for
 
 WIDE = (120, 36)
 TITLE = "Why is the sky blue?"
@@ -81,14 +79,6 @@ async def diffed(pilot: Pilot) -> CompareScreen:
     await pilot.pause()
     return compare_screen(pilot.app)
 
-
-def screen_lines(pilot: Pilot) -> list[str]:
-    """The screen as text, row by row (from Textual's own SVG export)."""
-    svg = pilot.app.export_screenshot()
-    rows: dict[float, list[str]] = {}
-    for match in re.finditer(r'<text[^>]*y="([\d.]+)"[^>]*>(.*?)</text>', svg):
-        rows.setdefault(float(match.group(1)), []).append(html.unescape(match.group(2)))
-    return ["".join(parts).replace("\xa0", " ") for _, parts in sorted(rows.items())]
 
 
 def header(screen: CompareScreen) -> str:

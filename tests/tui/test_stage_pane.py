@@ -4,15 +4,12 @@ the Markdown it streams is appended in bounded steps."""
 
 from __future__ import annotations
 
-import html
-import re
-
 from textual.pilot import Pilot
 
 from reasonchat.engine.scripted import ScriptedBackend
 from reasonchat.settings import GenerationSettings
 from reasonchat.tui.widgets.stage_pane import MAX_APPEND_LINES, StagePane, split_for_append
-from tests.tui.helpers import SMALL, WIDE, chat, make_app, send, wait_idle, wait_ready
+from tests.tui.helpers import SMALL, WIDE, chat, make_app, screen_lines, send, wait_idle, wait_ready
 
 
 def long_markdown(sections: int) -> str:
@@ -33,14 +30,6 @@ def script_for(text: str):
 
     return script
 
-
-def screen_lines(pilot: Pilot) -> list[str]:
-    """The screen as text, row by row (from Textual's own SVG export)."""
-    svg = pilot.app.export_screenshot()
-    rows: dict[float, list[str]] = {}
-    for match in re.finditer(r'<text[^>]*y="([\d.]+)"[^>]*>(.*?)</text>', svg):
-        rows.setdefault(float(match.group(1)), []).append(html.unescape(match.group(2)))
-    return ["".join(parts).replace("\xa0", " ") for _, parts in sorted(rows.items())]
 
 
 async def settled(pilot: Pilot, pane: StagePane) -> None:
