@@ -6,7 +6,10 @@ whole turn on screen, and how long do keys typed meanwhile take to show?
   an event (a word with its leading space, a run of newlines), with no delay: the stage-1 prompt
   gets a Markdown reasoning (paragraphs, lists, code, about ``--tokens`` tokens) that ends with a
   marker, the stage-2 prompt an answer that ends with another.
-- The app is ``reasonchat chat --backend openai`` in a pty (120×36 by default). The figure is the
+- The app is ``reasonchat chat --backend openai`` in a pty (120×36 by default). The question is
+  typed once the status bar shows the model ready and the app has written nothing for half a
+  second, as a user would ask at a ready app (a startup's own work is measured by
+  ``tui_first_frame.py``). The figure is the
   time from the server writing the reasoning's first byte to both markers having reached the
   terminal: tokens (both stages) / that time.
 - While it streams, a key is typed into the composer every ``--key-every`` seconds (each a letter
@@ -46,6 +49,8 @@ KEY_LETTERS = [
     chr(c) for c in [*range(0x3B1, 0x3CA), *range(0x430, 0x450), *range(0x391, 0x3AA), *range(0x410, 0x430)] if c != 0x3A2
 ]
 SIZE = (120, 36)
+READY = "●"  # the status bar's mark of a loaded model
+QUIET_S = 0.5
 
 
 def tokens_of(text: str) -> list[str]:
@@ -166,6 +171,17 @@ class Terminal(PtyRun):
         tail = self.seen[-300:].decode("utf-8", "replace")
         raise TimeoutError(f"{marker!r} never appeared; last output: {tail!r}")
 
+    def wait_quiet(self, quiet_s: float, timeout: float) -> None:
+        """Until the app has written nothing for ``quiet_s``."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            with self._lock:
+                last = self.chunks[-1][0] if self.chunks else 0.0
+            if time.time() - last >= quiet_s:
+                return
+            time.sleep(0.02)
+        raise TimeoutError(f"the app never went quiet for {quiet_s} s")
+
     def close(self, quit_keys: bytes = b"\x11") -> None:
         self._alive = False
         self._reader.join(1)
@@ -189,7 +205,10 @@ def run_once(python_path: str, tokens: int, key_every: float) -> dict[str, Any]:
                 term.first_after(b"Ask anything", timeout=60)
                 if not server.models_listed.wait(60):
                     raise TimeoutError("the app never listed the server's models")
-                time.sleep(0.5)  # the connect finishes and the status bar settles
+                # Asked as a user asks: once the model shows as ready and the app has gone quiet
+                # (what it does after its first frame is not part of a stream's figures).
+                term.first_after(READY.encode(), timeout=60)
+                term.wait_quiet(QUIET_S, timeout=30)
                 start_offset = len(term.seen)
                 term.write(b"go\r")
                 keys: list[tuple[float, int, str]] = []

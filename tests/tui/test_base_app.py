@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import shutil
 import stat
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -179,3 +182,33 @@ async def test_the_history_shows_demo_model_for_old_rows_with_an_install_path(st
         models = {key: str(screen.table.get_row(key)[-1]) for key in ("0dd000000001", "0dd000000002", "0dd000000003")}
     assert models == {"0dd000000001": "demo model", "0dd000000002": "/models/qwen", "0dd000000003": "-"}
     assert store.get("0dd000000001").model == OTHER_INSTALL, "displaying changes nothing stored"
+
+
+async def test_both_apps_warm_up_in_a_thread_once_they_show(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A first stream must not compile the parser's and the highlighters' patterns on the UI thread."""
+    from reasonchat.tui import base_app
+
+    ran_on_main: list[bool] = []
+    monkeypatch.setattr(base_app, "_warm_up", lambda: ran_on_main.append(threading.current_thread() is threading.main_thread()))
+    app = make_app()
+    async with app.run_test(size=WIDE) as pilot:
+        await wait_ready(pilot)
+        await wait_for(pilot, lambda: len(ran_on_main) == 1)
+    conversation = Conversation(title="Sums")
+    conversation.turns.append(Turn("1+1?", "one plus one", "2"))
+    replay = ReplayApp(conversation, 0.0, "sums", data_dir=tmp_path)
+    async with replay.run_test(size=WIDE) as pilot:
+        await wait_for(pilot, lambda: len(ran_on_main) == 2)
+    assert ran_on_main == [False, False]
+
+
+def test_the_warm_up_compiles_what_a_first_code_block_would() -> None:
+    # In a process of its own: in this one another test may have highlighted Python already.
+    code = (
+        "from pygments.lexers.python import PythonLexer\n"
+        "from reasonchat.tui.widgets.model_markdown import warm_up\n"
+        "assert '_tokens' not in PythonLexer.__dict__\n"
+        "warm_up()\n"
+        "assert '_tokens' in PythonLexer.__dict__, 'the Python lexer compiled'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -4,6 +4,8 @@ the Markdown it streams is appended in bounded steps."""
 
 from __future__ import annotations
 
+import gc
+
 from textual.pilot import Pilot
 
 from reasonchat.engine.scripted import ScriptedBackend
@@ -145,3 +147,21 @@ def test_appends_are_bounded_and_end_at_a_line_end() -> None:
     # A long line (one growing paragraph) is not cut: re-rendering it per piece would cost more.
     assert split_for_append("x" * 100_000) == ("x" * 100_000, "")
     assert split_for_append("a\nb") == ("a\nb", "")
+
+
+async def test_no_full_collection_may_run_while_a_stage_streams(monkeypatch) -> None:
+    # A full pass over a long stage's widgets stalled keys and frames by up to 160 ms.
+    before = gc.get_threshold()
+    thresholds: list[int] = []
+    write = StagePane.write
+
+    def recording(self: StagePane, text: str) -> None:
+        thresholds.append(gc.get_threshold()[2])
+        write(self, text)
+
+    monkeypatch.setattr(StagePane, "write", recording)
+    text = long_markdown(3)
+    async with app_for(text).run_test(size=SMALL) as pilot:
+        await streamed_app_state(pilot, text)
+    assert thresholds and min(thresholds) > 10**9
+    assert gc.get_threshold() == before, "the collector's own thresholds are back once the app has gone"

@@ -17,12 +17,22 @@ from textual.app import App, SystemCommand
 from textual.screen import Screen
 
 from reasonchat import paths
+from reasonchat.tui import gc_policy
 from reasonchat.tui.clipboard import osc52, tmux_passthrough
 from reasonchat.tui.look import HORIZONTAL_BREAKPOINTS, apply_theme
 
 SCREENSHOTS_DIR = "screenshots"
 # A screen lists its palette entries as (title, action, help); the action runs on that screen.
 PaletteEntries = tuple[tuple[str, str, str], ...]
+
+
+def _warm_up() -> None:
+    """What any first stream would otherwise pay on the UI thread; then what has loaded so far lives
+    as long as the app and is frozen out of the collector's full passes."""
+    from reasonchat.tui.widgets.model_markdown import warm_up
+
+    warm_up()
+    gc_policy.freeze_long_lived("app")
 
 
 class BaseApp(App[None]):
@@ -37,6 +47,16 @@ class BaseApp(App[None]):
 
     def on_mount(self) -> None:
         apply_theme(self, self.theme_name)
+        # After the first frame, which must not wait for it.
+        self.call_after_refresh(self.run_worker, _warm_up, thread=True, group="warm-up", exit_on_error=False)
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.InputEvent):
+            gc_policy.note_input()
+        await super().on_event(event)
+
+    def on_unmount(self) -> None:
+        gc_policy.restore()
 
     def close_screen(self, screen: Screen[None]) -> None:
         """Close ``screen`` (a replay, a comparison), or the app when it is the only one. Its workers

@@ -24,6 +24,7 @@ from reasonchat.engine.turn import StageFinished, StageStarted, TextChunk, TurnE
 from reasonchat.errors import ReasonchatError
 from reasonchat.sanitize import sanitize
 from reasonchat.session import ChatSession
+from reasonchat.tui import gc_policy
 from reasonchat.tui.messages import ModelLoaded, ModelLoadFailed, ModelLoadProgress
 from reasonchat.tui.options import BackendLoader
 
@@ -174,6 +175,9 @@ def start_loading(load: BackendLoader, post: Post) -> None:
         except Exception as err:  # includes torch's out-of-memory errors
             post(ModelLoadFailed(describe(err)))
         else:
+            # The model (torch's modules, a tokenizer) lives as long as the app: frozen here, in
+            # this thread, while the user waits for it anyway.
+            gc_policy.freeze_long_lived("model")
             post(ModelLoaded(backend))
 
     threading.Thread(target=body, name="reasonchat-load", daemon=True).start()

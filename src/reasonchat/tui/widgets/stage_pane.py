@@ -28,6 +28,7 @@ from textual.containers import Vertical, VerticalScroll
 
 from reasonchat.conversation import Stage, StageStats, Turn
 from reasonchat.sanitize import ScreenStream, for_screen
+from reasonchat.tui import gc_policy
 
 if TYPE_CHECKING:
     from textual.widgets.markdown import MarkdownBlock
@@ -234,6 +235,7 @@ class StagePane(Vertical):
         self.border_subtitle = "…"
         self._follow = True
         self._feed = _Feed(self)
+        gc_policy.hold(self)
         if prefix:
             self.write(prefix)
 
@@ -259,6 +261,7 @@ class StagePane(Vertical):
             await self._render_whole(final)
         self.border_subtitle = stats_line(stats)
         await self.settle()
+        gc_policy.release(self)
 
     async def show(self, text: str, stats: StageStats | None) -> None:
         """A stage that is not streaming (a saved turn): shown from the top."""
@@ -269,6 +272,7 @@ class StagePane(Vertical):
     async def clear(self) -> None:
         await self._ready()
         await self._close_feed()
+        gc_policy.release(self)
         self._follow = False
         self._screen_text = ScreenStream()
         self.scroll.anchor(False)
@@ -280,6 +284,9 @@ class StagePane(Vertical):
         if self._feed is not None:
             feed, self._feed = self._feed, None
             await feed.close()
+
+    def on_unmount(self) -> None:
+        gc_policy.release(self)
 
     async def _render_whole(self, text: str) -> None:
         self._reveal(len(self._hidden))

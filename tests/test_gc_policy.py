@@ -1,0 +1,121 @@
+"""The collector's full passes: held off while a stage streams, run once the app is quiet, and the
+collector's own thresholds back whatever happens; long-lived objects frozen once per milestone."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from reasonchat.tui import gc_policy
+
+
+@pytest.fixture(autouse=True)
+def collector() -> Iterator[list[int]]:
+    """The generations of the collections that ran during the test; thresholds put back after."""
+    before = gc.get_threshold()
+    generations: list[int] = []
+
+    def note(phase: str, info: dict[str, int]) -> None:
+        if phase == "stop":
+            generations.append(info["generation"])
+
+    gc.callbacks.append(note)
+    try:
+        yield generations
+    finally:
+        gc.callbacks.remove(note)
+        gc_policy.restore()
+        gc.set_threshold(*before)
+
+
+async def test_a_holder_holds_full_passes_off_until_it_releases_and_the_app_is_quiet(
+    monkeypatch: pytest.MonkeyPatch, collector: list[int]
+) -> None:
+    monkeypatch.setattr(gc_policy, "IDLE_S", 0.05)
+    young, middle, _ = before = gc.get_threshold()
+    pane = object()
+    gc_policy.hold(pane)
+    assert gc.get_threshold()[:2] == (young, middle), "the young generations are still collected"
+    assert gc.get_threshold()[2] > 10**9
+    gc_policy.release(pane)
+    assert gc.get_threshold()[2] > 10**9, "not before the app has been quiet for IDLE_S"
+    collector.clear()
+    await asyncio.sleep(0.2)
+    assert gc.get_threshold() == before
+    assert 2 in collector, "the pass that was held off ran"
+
+
+async def test_input_postpones_the_held_off_pass(monkeypatch: pytest.MonkeyPatch, collector: list[int]) -> None:
+    monkeypatch.setattr(gc_policy, "IDLE_S", 0.2)
+    pane = object()
+    gc_policy.hold(pane)
+    gc_policy.release(pane)
+    for _ in range(4):  # a key every 0.1 s: never quiet for 0.2 s
+        await asyncio.sleep(0.1)
+        gc_policy.note_input()
+        assert gc.get_threshold()[2] > 10**9
+    collector.clear()
+    await asyncio.sleep(0.4)
+    assert gc.get_threshold()[2] < 10**9
+    assert 2 in collector
+
+
+async def test_full_passes_stay_held_while_any_holder_streams(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gc_policy, "IDLE_S", 0.01)
+    reasoning, answer = object(), object()
+    gc_policy.hold(reasoning)
+    gc_policy.hold(answer)
+    gc_policy.release(reasoning)
+    await asyncio.sleep(0.1)
+    assert gc.get_threshold()[2] > 10**9
+    gc_policy.hold(reasoning)  # a new stage before the quiet moment: still one hold, nothing pending
+    gc_policy.release(reasoning)
+    gc_policy.release(answer)
+    await asyncio.sleep(0.1)
+    assert gc.get_threshold()[2] < 10**9
+
+
+async def test_restore_puts_the_thresholds_back_and_drops_the_pending_pass(
+    monkeypatch: pytest.MonkeyPatch, collector: list[int]
+) -> None:
+    monkeypatch.setattr(gc_policy, "IDLE_S", 0.05)
+    before = gc.get_threshold()
+    pane = object()
+    gc_policy.hold(pane)
+    gc_policy.release(pane)
+    gc_policy.restore()
+    assert gc.get_threshold() == before
+    collector.clear()
+    await asyncio.sleep(0.15)
+    assert 2 not in collector, "no pass after the app has gone"
+
+
+def test_a_release_outside_a_loop_restores_at_once() -> None:
+    before = gc.get_threshold()
+    pane = object()
+    gc_policy.hold(pane)
+    gc_policy.release(pane)
+    assert gc.get_threshold() == before
+
+
+def test_each_milestone_freezes_once() -> None:
+    # In a process of its own: what is frozen stays frozen.
+    code = (
+        "import gc\n"
+        "from reasonchat.tui import gc_policy\n"
+        "assert gc.get_freeze_count() == 0\n"
+        "gc_policy.freeze_long_lived('app')\n"
+        "first = gc.get_freeze_count()\n"
+        "assert first > 0\n"
+        "kept = [[] for _ in range(1000)]\n"
+        "gc_policy.freeze_long_lived('app')\n"
+        "assert gc.get_freeze_count() == first, 'a milestone freezes once'\n"
+        "gc_policy.freeze_long_lived('model')\n"
+        "assert gc.get_freeze_count() >= first + 1000\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
