@@ -119,3 +119,21 @@ def test_each_milestone_freezes_once() -> None:
         "assert gc.get_freeze_count() >= first + 1000\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+async def test_a_hold_lapses_after_hold_max_s_of_streaming(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A long, slow generation must not keep what only a full pass frees for its whole length.
+    monkeypatch.setattr(gc_policy, "HOLD_MAX_S", 0.05)
+    monkeypatch.setattr(gc_policy, "IDLE_S", 0.05)
+    before = gc.get_threshold()
+    reasoning, answer = object(), object()
+    gc_policy.hold(reasoning)
+    await asyncio.sleep(0.15)
+    assert gc.get_threshold() == before, "lapsed while still streaming"
+    gc_policy.hold(answer)  # the next stage of the same run, without a quiet moment between
+    assert gc.get_threshold() == before
+    gc_policy.release(reasoning)
+    gc_policy.release(answer)
+    gc_policy.hold(reasoning)  # the next run holds again
+    assert gc.get_threshold()[2] > 10**9
+    gc_policy.release(reasoning)

@@ -35,6 +35,9 @@ def test_coalesce_merges_consecutive_text_of_one_stage() -> None:
     ]  # fmt: skip
     assert (merged[1].text, merged[1].new_tokens) == ("ab", 2)
     assert (merged[3].text, merged[3].new_tokens) == ("cd", 2)
+    # Chunks of two stages back to back stay apart.
+    apart = coalesce([TextChunk(0, "reasoning", "a", 1, 0.1), TextChunk(0, "answer", "b", 1, 0.2)])
+    assert [(item.stage, item.text) for item in apart] == [("reasoning", "a"), ("answer", "b")]
 
 
 async def test_the_pipe_never_blocks_the_producer_and_keeps_order() -> None:

@@ -11,6 +11,9 @@ scrolls (``App.PAUSE_GC_ON_SCROLL``) for the same reason. Here:
   young generations are still collected, so what each frame leaves behind is still freed.
 - The pass that was held off runs once nothing streams and the app has had no input for
   ``IDLE_S`` (``note_input``), from a timer on the loop: not while the user types.
+- A hold lapses after ``HOLD_MAX_S`` of streaming (the collector's own thresholds come back until
+  nothing streams), so what only a full pass frees cannot pile up through a long, slow generation.
+  A fast stream, where a pass costs most, ends well within it (10,000 tokens took 5 s).
 
 Process-wide, as the collector is. Imports neither textual nor torch.
 """
@@ -20,35 +23,52 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
+from collections.abc import Callable
 
 # Seconds without input (and with nothing streaming) before a held-off full pass runs.
 IDLE_S = 1.0
+# Seconds of streaming a hold lasts at most.
+HOLD_MAX_S = 15.0
 # The oldest generation's threshold while held: far more young collections than a run makes.
 _HELD_THRESHOLD = 2**31 - 1
 
 _holders: set[int] = set()
 _saved_threshold: tuple[int, int, int] | None = None  # set while full passes are held off
+_lapsed = False  # this streaming period's hold has lapsed
 _last_input = 0.0
-_timer: asyncio.TimerHandle | None = None
+_idle_timer: asyncio.TimerHandle | None = None
+_lapse_timer: asyncio.TimerHandle | None = None
 _frozen: set[str] = set()
 
 
 def hold(holder: object) -> None:
-    """No full pass until every holder has released and the app has been idle for ``IDLE_S``."""
-    global _saved_threshold
-    _cancel_timer()
-    if _saved_threshold is None:
-        _saved_threshold = gc.get_threshold()
-        young, middle, _ = _saved_threshold
-        gc.set_threshold(young, middle, _HELD_THRESHOLD)
+    """No full pass until every holder has released and the app has been idle for ``IDLE_S`` (or
+    the hold has lasted ``HOLD_MAX_S``)."""
+    global _saved_threshold, _lapsed, _idle_timer, _lapse_timer
+    _idle_timer = _cancel(_idle_timer)
+    if not _holders:
+        _lapsed = False  # a new streaming period
+    if not _lapsed:
+        if _saved_threshold is None:
+            _saved_threshold = gc.get_threshold()
+            young, middle, _ = _saved_threshold
+            gc.set_threshold(young, middle, _HELD_THRESHOLD)
+        if _lapse_timer is None:
+            _lapse_timer = _later(HOLD_MAX_S, _lapse)
     _holders.add(id(holder))
 
 
 def release(holder: object) -> None:
     """``holder`` no longer streams; the last one to release arms the idle pass."""
+    global _lapse_timer, _idle_timer
     _holders.discard(id(holder))
-    if not _holders and _saved_threshold is not None and _timer is None:
-        _arm(IDLE_S)
+    if _holders:
+        return
+    _lapse_timer = _cancel(_lapse_timer)
+    if _saved_threshold is not None and _idle_timer is None:
+        _idle_timer = _later(IDLE_S, _collect_when_idle)
+        if _idle_timer is None:  # released outside a loop (the app's teardown): nothing to wait for
+            restore()
 
 
 def note_input() -> None:
@@ -69,44 +89,50 @@ def freeze_long_lived(milestone: str) -> None:
 
 def restore() -> None:
     """The app is going: the collector's own thresholds again, nothing pending."""
-    global _saved_threshold
-    _cancel_timer()
+    global _idle_timer, _lapse_timer, _lapsed
+    _idle_timer = _cancel(_idle_timer)
+    _lapse_timer = _cancel(_lapse_timer)
     _holders.clear()
+    _lapsed = False
+    _unhold()
+
+
+def _unhold() -> None:
+    global _saved_threshold
     if _saved_threshold is not None:
         gc.set_threshold(*_saved_threshold)
         _saved_threshold = None
 
 
-def held() -> bool:
-    """Are full passes held off now (streaming, or waiting for a quiet moment)?"""
-    return _saved_threshold is not None
-
-
-def _arm(delay: float) -> None:
-    global _timer
+def _later(delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle | None:
     try:
         loop = asyncio.get_running_loop()
-    except RuntimeError:  # released outside a loop (the app's teardown): nothing to wait for
-        restore()
-        return
-    _timer = loop.call_later(delay, _collect_when_idle)
+    except RuntimeError:
+        return None
+    return loop.call_later(delay, callback)
 
 
-def _cancel_timer() -> None:
-    global _timer
-    if _timer is not None:
-        _timer.cancel()
-        _timer = None
+def _cancel(timer: asyncio.TimerHandle | None) -> None:
+    if timer is not None:
+        timer.cancel()
+    return None
+
+
+def _lapse() -> None:
+    global _lapse_timer, _lapsed
+    _lapse_timer = None
+    _lapsed = True
+    _unhold()
 
 
 def _collect_when_idle() -> None:
-    global _timer
-    _timer = None
+    global _idle_timer
+    _idle_timer = None
     if _holders or _saved_threshold is None:
         return
     quiet_for = time.monotonic() - _last_input
     if quiet_for < IDLE_S:
-        _arm(IDLE_S - quiet_for)
+        _idle_timer = _later(IDLE_S - quiet_for, _collect_when_idle)
         return
-    restore()
+    _unhold()
     gc.collect()
