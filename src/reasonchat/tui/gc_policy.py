@@ -32,76 +32,87 @@ HOLD_MAX_S = 15.0
 # The oldest generation's threshold while held: far more young collections than a run makes.
 _HELD_THRESHOLD = 2**31 - 1
 
-_holders: set[int] = set()
-_saved_threshold: tuple[int, int, int] | None = None  # set while full passes are held off
-_lapsed = False  # this streaming period's hold has lapsed
-_last_input = 0.0
-_idle_timer: asyncio.TimerHandle | None = None
-_lapse_timer: asyncio.TimerHandle | None = None
-_frozen: set[str] = set()
 
 
-def hold(holder: object) -> None:
-    """No full pass until every holder has released and the app has been idle for ``IDLE_S`` (or
-    the hold has lasted ``HOLD_MAX_S``)."""
-    global _saved_threshold, _lapsed, _idle_timer, _lapse_timer
-    _idle_timer = _cancel(_idle_timer)
-    if not _holders:
-        _lapsed = False  # a new streaming period
-    if not _lapsed:
-        if _saved_threshold is None:
-            _saved_threshold = gc.get_threshold()
-            young, middle, _ = _saved_threshold
-            gc.set_threshold(young, middle, _HELD_THRESHOLD)
-        if _lapse_timer is None:
-            _lapse_timer = _later(HOLD_MAX_S, _lapse)
-    _holders.add(id(holder))
+class _Policy:
+    """The collector's state, one per process (as the collector is)."""
 
+    def __init__(self) -> None:
+        self.holders: set[int] = set()
+        self.saved_threshold: tuple[int, int, int] | None = None  # set while full passes are held off
+        self.lapsed = False  # this streaming period's hold has lapsed
+        self.last_input = 0.0
+        self.idle_timer: asyncio.TimerHandle | None = None
+        self.lapse_timer: asyncio.TimerHandle | None = None
+        self.frozen: set[str] = set()
 
-def release(holder: object) -> None:
-    """``holder`` no longer streams; the last one to release arms the idle pass."""
-    global _lapse_timer, _idle_timer
-    _holders.discard(id(holder))
-    if _holders:
-        return
-    _lapse_timer = _cancel(_lapse_timer)
-    if _saved_threshold is not None and _idle_timer is None:
-        _idle_timer = _later(IDLE_S, _collect_when_idle)
-        if _idle_timer is None:  # released outside a loop (the app's teardown): nothing to wait for
-            restore()
+    def hold(self, holder: object) -> None:
+        self._cancel_idle()
+        if not self.holders:
+            self.lapsed = False  # a new streaming period
+        if not self.lapsed:
+            if self.saved_threshold is None:
+                self.saved_threshold = gc.get_threshold()
+                young, middle, _ = self.saved_threshold
+                gc.set_threshold(young, middle, _HELD_THRESHOLD)
+            if self.lapse_timer is None:
+                self.lapse_timer = _later(HOLD_MAX_S, self._lapse)
+        self.holders.add(id(holder))
 
+    def release(self, holder: object) -> None:
+        self.holders.discard(id(holder))
+        if self.holders:
+            return
+        self._cancel_lapse()
+        if self.saved_threshold is not None and self.idle_timer is None:
+            self.idle_timer = _later(IDLE_S, self._collect_when_idle)
+            if self.idle_timer is None:  # released outside a loop (the app's teardown): nothing to wait for
+                self.restore()
 
-def note_input() -> None:
-    """The user pressed a key or moved the mouse: a held-off pass waits for the next quiet moment."""
-    global _last_input
-    _last_input = time.monotonic()
+    def freeze_long_lived(self, milestone: str) -> None:
+        if milestone in self.frozen:
+            return
+        self.frozen.add(milestone)
+        gc.collect()  # what is garbage already must not be frozen with the rest
+        gc.freeze()
 
+    def restore(self) -> None:
+        self._cancel_idle()
+        self._cancel_lapse()
+        self.holders.clear()
+        self.lapsed = False
+        self._unhold()
 
-def freeze_long_lived(milestone: str) -> None:
-    """Everything alive now lives as long as the process (``milestone``: what has just finished
-    loading); later passes skip it. Once per milestone and process."""
-    if milestone in _frozen:
-        return
-    _frozen.add(milestone)
-    gc.collect()  # what is garbage already must not be frozen with the rest
-    gc.freeze()
+    def _unhold(self) -> None:
+        if self.saved_threshold is not None:
+            gc.set_threshold(*self.saved_threshold)
+            self.saved_threshold = None
 
+    def _cancel_idle(self) -> None:
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
 
-def restore() -> None:
-    """The app is going: the collector's own thresholds again, nothing pending."""
-    global _idle_timer, _lapse_timer, _lapsed
-    _idle_timer = _cancel(_idle_timer)
-    _lapse_timer = _cancel(_lapse_timer)
-    _holders.clear()
-    _lapsed = False
-    _unhold()
+    def _cancel_lapse(self) -> None:
+        if self.lapse_timer is not None:
+            self.lapse_timer.cancel()
+            self.lapse_timer = None
 
+    def _lapse(self) -> None:
+        self.lapse_timer = None
+        self.lapsed = True
+        self._unhold()
 
-def _unhold() -> None:
-    global _saved_threshold
-    if _saved_threshold is not None:
-        gc.set_threshold(*_saved_threshold)
-        _saved_threshold = None
+    def _collect_when_idle(self) -> None:
+        self.idle_timer = None
+        if self.holders or self.saved_threshold is None:
+            return
+        quiet_for = time.monotonic() - self.last_input
+        if quiet_for < IDLE_S:
+            self.idle_timer = _later(IDLE_S - quiet_for, self._collect_when_idle)
+            return
+        self._unhold()
+        gc.collect()
 
 
 def _later(delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle | None:
@@ -112,27 +123,31 @@ def _later(delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle | 
     return loop.call_later(delay, callback)
 
 
-def _cancel(timer: asyncio.TimerHandle | None) -> None:
-    if timer is not None:
-        timer.cancel()
-    return None
+_policy = _Policy()
 
 
-def _lapse() -> None:
-    global _lapse_timer, _lapsed
-    _lapse_timer = None
-    _lapsed = True
-    _unhold()
+def hold(holder: object) -> None:
+    """No full pass until every holder has released and the app has been idle for ``IDLE_S`` (or
+    the hold has lasted ``HOLD_MAX_S``)."""
+    _policy.hold(holder)
 
 
-def _collect_when_idle() -> None:
-    global _idle_timer
-    _idle_timer = None
-    if _holders or _saved_threshold is None:
-        return
-    quiet_for = time.monotonic() - _last_input
-    if quiet_for < IDLE_S:
-        _idle_timer = _later(IDLE_S - quiet_for, _collect_when_idle)
-        return
-    _unhold()
-    gc.collect()
+def release(holder: object) -> None:
+    """``holder`` no longer streams; the last one to release arms the idle pass."""
+    _policy.release(holder)
+
+
+def note_input() -> None:
+    """The user pressed a key or moved the mouse: a held-off pass waits for the next quiet moment."""
+    _policy.last_input = time.monotonic()
+
+
+def freeze_long_lived(milestone: str) -> None:
+    """Everything alive now lives as long as the process (``milestone``: what has just finished
+    loading); later passes skip it. Once per milestone and process."""
+    _policy.freeze_long_lived(milestone)
+
+
+def restore() -> None:
+    """The app is going: the collector's own thresholds again, nothing pending."""
+    _policy.restore()
