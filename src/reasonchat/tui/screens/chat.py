@@ -18,7 +18,7 @@ from textual.binding import Binding
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import Footer, TextArea
+from textual.widgets import TextArea
 
 from reasonchat.conversation import Conversation, Stage, Turn
 from reasonchat.engine.protocol import Backend, ContextOverflow, GenerationSettings
@@ -43,6 +43,7 @@ from reasonchat.tui.options import AppOptions
 from reasonchat.tui.screens.compare import compare_versions
 from reasonchat.tui.screens.history import HistoryOutcome, HistoryScreen
 from reasonchat.tui.screens.replay import ReplayScreen
+from reasonchat.tui.widgets.bindings_footer import BindingsFooter
 from reasonchat.tui.widgets.composer import Composer
 from reasonchat.tui.widgets.status_bar import ModelStatus, StatusBar
 from reasonchat.tui.widgets.token_meter import TokenMeter
@@ -185,7 +186,7 @@ class ChatScreen(Screen[None]):
         yield Composer(id="composer")
         yield StatusBar(self.options.model_label, self.context_limit, self._budget_label())
         # The palette's key is in the composer's placeholder: its footer slot is needed at 80 columns.
-        yield Footer(compact=True, show_command_palette=False)
+        yield BindingsFooter(compact=True, show_command_palette=False)
 
     @property
     def turn_view(self) -> TurnView:

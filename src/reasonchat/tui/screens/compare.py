@@ -20,11 +20,12 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.content import Content
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 from textual.worker import Worker, WorkerState
 
 from reasonchat.conversation import SOURCE_WORDS, Turn
 from reasonchat.sanitize import for_screen, sanitize
+from reasonchat.tui.widgets.bindings_footer import BindingsFooter
 from reasonchat.variants import Version, versions
 from reasonchat.word_diff import DiffSummary, Kind, Segment, diff_with_summary
 
@@ -171,7 +172,7 @@ class CompareScreen(Screen[None]):
                     else:
                         title, note = f"Answer {name}", ""
                     yield ComparePane(stage, side, self.texts[stage, side], title=title, note=note)
-        yield Footer(compact=True)
+        yield BindingsFooter(compact=True)
 
     def on_mount(self) -> None:
         # The diff of two long texts takes a while: off the UI loop, the plain texts shown meanwhile.

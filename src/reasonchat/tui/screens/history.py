@@ -18,7 +18,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets import DataTable, Input, Static
 
 from reasonchat import demo_model
 from reasonchat.conversation import Conversation, local_time
@@ -28,6 +28,7 @@ from reasonchat.store import ConversationSummary, Store
 from reasonchat.tui.dialogs.confirm import ConfirmDialog
 from reasonchat.tui.dialogs.export import ExportDialog
 from reasonchat.tui.dialogs.rename import RenameDialog
+from reasonchat.tui.widgets.bindings_footer import BindingsFooter
 
 # More rows than anyone scrolls through; a search narrows it down.
 LIST_LIMIT = 1000
@@ -113,7 +114,7 @@ class HistoryScreen(Screen[HistoryOutcome]):
         table: DataTable[str] = DataTable(id="history-table", cursor_type="row", zebra_stripes=True)
         yield table
         yield Static("", id="history-detail", markup=False)
-        yield Footer(compact=True)
+        yield BindingsFooter(compact=True)
 
     @property
     def current_id(self) -> str | None:

@@ -14,7 +14,7 @@ from typing import Literal
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 from textual.worker import Worker, WorkerState
 
 from reasonchat.conversation import Conversation, Stage
@@ -30,6 +30,7 @@ from reasonchat.replay import (
     turn_events,
 )
 from reasonchat.sanitize import for_screen, sanitize
+from reasonchat.tui.widgets.bindings_footer import BindingsFooter
 from reasonchat.tui.widgets.transcript import Transcript
 from reasonchat.tui.widgets.turn_view import TurnView
 
@@ -86,7 +87,7 @@ class ReplayScreen(Screen[None]):
         yield TurnView()
         # Where the replay is: state, turn, speed, recorded time.
         yield Static(id="replay-status", markup=False)
-        yield Footer(compact=True)
+        yield BindingsFooter(compact=True)
 
     @property
     def turn_view(self) -> TurnView:
@@ -104,7 +105,8 @@ class ReplayScreen(Screen[None]):
 
     def _start_playing(self) -> None:
         # A replay that fails (a widget gone while closing, a bug) must not take the app down.
-        self.run_worker(self._play(), name="replay", group="replay", exclusive=True, exit_on_error=False)
+        # The method, not a coroutine: a replay closed before its worker starts leaves none unawaited.
+        self.run_worker(self._play, name="replay", group="replay", exclusive=True, exit_on_error=False)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.name == "replay" and event.state == WorkerState.ERROR:
