@@ -134,7 +134,10 @@ async def test_a_screenshot_honours_the_data_dir_flag_and_says_why_it_failed(
     async with app.run_test(size=WIDE) as pilot:
         await wait_ready(pilot)
         app.action_screenshot(filename="shot.svg")
-        await wait_for(pilot, lambda: (data / "screenshots" / "shot.svg").is_file())
+        # Until the save is reported, not only until the file exists: the saving thread reports
+        # back to the app afterwards, and must not find it gone.
+        await wait_for(pilot, lambda: any("Saved screenshot" in m for m in notifications(app)))
+        assert (data / "screenshots" / "shot.svg").is_file()
 
 
 # --- the demo model's name -----------------------------------------------------------------------

@@ -148,8 +148,8 @@ class _OneWidgetList:
 
     async def _update_from_block(self, block: MarkdownBlock) -> None:
         # A list that grows while it streams is redrawn in place, not remounted.
-        if type(block) is type(self) and self._items is not None and isinstance(block, _OneWidgetList):
-            items = block._take_items(block._blocks)
+        if type(block) is type(self) and self._items is not None:
+            items = self._take_items(block._blocks)
             if items is not None:
                 self._items = items
                 self._copy_context(block)
@@ -158,28 +158,26 @@ class _OneWidgetList:
         await super()._update_from_block(block)
 
 
+def bullet_css(widget_type: str) -> str:
+    """The bullet's colours, as Textual's ``MarkdownBullet`` has them."""
+    return f"""
+    {widget_type} > .{_BULLET} {{
+        color: $text-primary;
+    }}
+    {widget_type}:light > .{_BULLET} {{
+        color: $text-secondary;
+    }}
+    """
+
+
 class ModelBulletList(_OneWidgetList, MarkdownBulletList):
     COMPONENT_CLASSES = MarkdownBulletList.COMPONENT_CLASSES | {_BULLET}
-    DEFAULT_CSS = """
-    ModelBulletList > .model-list--bullet {
-        color: $text-primary;
-    }
-    ModelBulletList:light > .model-list--bullet {
-        color: $text-secondary;
-    }
-    """
+    DEFAULT_CSS = bullet_css("ModelBulletList")
 
 
 class ModelOrderedList(_OneWidgetList, MarkdownOrderedList):
     COMPONENT_CLASSES = MarkdownOrderedList.COMPONENT_CLASSES | {_BULLET}
-    DEFAULT_CSS = """
-    ModelOrderedList > .model-list--bullet {
-        color: $text-primary;
-    }
-    ModelOrderedList:light > .model-list--bullet {
-        color: $text-secondary;
-    }
-    """
+    DEFAULT_CSS = bullet_css("ModelOrderedList")
 
     def _symbols(self, items: list[tuple[str, Content]], blocks: list[MarkdownBlock]) -> list[str]:
         return ordered_symbols(blocks, len(items))
