@@ -32,6 +32,11 @@ TEXTS = {
     "code in an item": "- run:\n\n  ```python\n  x = 1\n  ```\n- done\n",
     "empty item": "-\n- x\n",
     "loose": "- a\n\n- b\n\n- c\n",
+    "inline styles in every block": (
+        "# A **bold** `heading`\n\n### *third* ~~level~~\n\nText with **bold**, *em*, `code` and ~~struck~~.\n\n"
+        "> a quote with `code` and **bold**\n\n| col `a` | **b** |\n|---|:-:|\n| *1* | `2` |\n\n---\n\n"
+        "1. an *item* with `code`\n2. **two**\n"
+    ),
     "a document": (
         "Let me work through this, checking each part as I go.\n\n"
         "- first, the **premise** holds because the sum is even\n"
@@ -93,7 +98,7 @@ def plain(rows: list[list[tuple[object, ...]]]) -> list[str]:
     return ["".join(str(cell[0]) for cell in row).rstrip() for row in rows]
 
 
-@pytest.mark.parametrize("theme", ["textual-dark", "textual-light"])
+@pytest.mark.parametrize("theme", ["textual-dark", "textual-light", "ansi-dark"])
 @pytest.mark.parametrize("width", [24, 57, 100])
 @pytest.mark.parametrize("name", list(TEXTS))
 async def test_a_list_looks_as_textual_draws_it(name: str, width: int, theme: str) -> None:
@@ -165,3 +170,20 @@ async def test_a_fence_is_highlighted_once_and_again_for_a_new_theme(
         pilot.app.theme = "textual-light"  # the highlight's arguments change with the theme's darkness
         await pilot.pause()
         assert len(calls) > at_mount
+
+
+async def test_no_block_styles_the_inline_spans_itself() -> None:
+    """Each component class of a widget is styled as a node of its own at every mount: the inline
+    styles live on the document only."""
+    from textual.widgets.markdown import MarkdownBlock
+
+    from reasonchat.tui.widgets.markdown_blocks import INLINE_STYLES
+
+    markdown = ModelMarkdown()
+    async with Page(markdown, "textual-dark").run_test(size=(80, 40)) as pilot:
+        await markdown.update(TEXTS["inline styles in every block"] + "\n" + TEXTS["a document"])
+        await pilot.pause()
+        blocks = list(markdown.query(MarkdownBlock))
+        assert len(blocks) > 10
+        assert all(not type(block)._get_component_classes() & INLINE_STYLES for block in blocks)
+        assert INLINE_STYLES <= ModelMarkdown._get_component_classes()

@@ -8,6 +8,11 @@ itself, line for line the same (``tests/tui/test_markdown_blocks.py`` compares t
 Any other list is composed by Textual as before.
 
 Selecting text in such a list copies the items' text without their bullets.
+
+Every block also leaves its inline styles (``em``, ``strong``, ``s``, ``code_inline``) to the
+document: Textual styles each component class of a widget as a node of its own when the widget is
+mounted, four for every block, while a span's style is looked up on the nearest ancestor that has
+the class. ``ModelMarkdown`` has them, with the rules Textual gives them on a block.
 """
 
 from __future__ import annotations
@@ -26,9 +31,53 @@ from textual.widgets._markdown import (  # the list blocks are not exported by t
     MarkdownOrderedListItem,
     MarkdownParagraph,
 )
-from textual.widgets.markdown import MarkdownBlock, MarkdownFence
+from textual.widgets.markdown import Markdown, MarkdownBlock, MarkdownFence
 
 _BULLET = "model-list--bullet"
+# The component classes of Textual's MarkdownBlock: the styles of a paragraph's inline spans.
+INLINE_STYLES = frozenset({"em", "strong", "s", "code_inline"})
+INLINE_STYLES_CSS = """
+ModelMarkdown {
+    &:ansi > .code_inline {
+        background: ansi_default !important;
+    }
+    &:dark > .code_inline {
+        background: $warning 10%;
+        color: $text-warning 95%;
+    }
+    &:light > .code_inline {
+        background: $error 5%;
+        color: $text-error 95%;
+    }
+    & > .em {
+        text-style: italic;
+    }
+    & > .strong {
+        text-style: bold;
+    }
+    & > .s {
+        text-style: strike;
+    }
+}
+"""
+
+
+def inline_styles_from_document(block_class: type[MarkdownBlock]) -> type[MarkdownBlock]:
+    """Class decorator: ``block_class`` keeps its own component classes but not the inline styles'.
+
+    What ``inherit_component_classes=False`` does, set after the class is made: Textual's
+    ``Widget.__init_subclass__`` does not take that argument."""
+    inherited = set().union(*(base.__dict__.get("COMPONENT_CLASSES", set()) for base in block_class._css_bases(block_class)))
+    block_class.COMPONENT_CLASSES = inherited - INLINE_STYLES
+    block_class._inherit_component_classes = False
+    return block_class
+
+
+def styled_by_document(block_class: type[MarkdownBlock]) -> type[MarkdownBlock]:
+    """A subclass of Textual's ``block_class`` (same name, same CSS) whose inline styles are the
+    document's."""
+    namespace = {"__module__": __name__, "__doc__": block_class.__doc__}
+    return inline_styles_from_document(type(block_class.__name__, (block_class,), namespace))
 
 
 def one_paragraph_items(blocks: list[MarkdownBlock]) -> list[tuple[str, Content]] | None:
@@ -38,7 +87,7 @@ def one_paragraph_items(blocks: list[MarkdownBlock]) -> list[tuple[str, Content]
         if not isinstance(block, MarkdownListItem) or len(block._blocks) != 1:
             return None
         (paragraph,) = block._blocks
-        if type(paragraph) is not MarkdownParagraph:
+        if type(paragraph) is not PARAGRAPH:
             return None
         items.append((block.bullet, paragraph._content))
     return items or None
@@ -170,19 +219,22 @@ def bullet_css(widget_type: str) -> str:
     """
 
 
+@inline_styles_from_document
 class ModelBulletList(_OneWidgetList, MarkdownBulletList):
-    COMPONENT_CLASSES = MarkdownBulletList.COMPONENT_CLASSES | {_BULLET}
+    COMPONENT_CLASSES = {_BULLET}
     DEFAULT_CSS = bullet_css("ModelBulletList")
 
 
+@inline_styles_from_document
 class ModelOrderedList(_OneWidgetList, MarkdownOrderedList):
-    COMPONENT_CLASSES = MarkdownOrderedList.COMPONENT_CLASSES | {_BULLET}
+    COMPONENT_CLASSES = {_BULLET}
     DEFAULT_CSS = bullet_css("ModelOrderedList")
 
     def _symbols(self, items: list[tuple[str, Content]], blocks: list[MarkdownBlock]) -> list[str]:
         return ordered_symbols(blocks, len(items))
 
 
+@inline_styles_from_document
 class ModelFence(MarkdownFence):
     """Highlights its code once: Textual's fence highlights it when built and again when its styles
     are first applied, with the same arguments."""
@@ -206,3 +258,17 @@ class ModelFence(MarkdownFence):
         super()._copy_context(block)
         if isinstance(block, ModelFence):
             self._highlighted_for = block._highlighted_for
+
+
+PARAGRAPH = styled_by_document(MarkdownParagraph)
+_OURS: dict[str, type[MarkdownBlock]] = {
+    "paragraph_open": PARAGRAPH,
+    "bullet_list_open": ModelBulletList,
+    "ordered_list_open": ModelOrderedList,
+    "fence": ModelFence,
+    "code_block": ModelFence,
+}
+# What ModelMarkdown draws each kind of block with: ours, and Textual's others styled by the document.
+BLOCKS: dict[str, type[MarkdownBlock]] = {
+    name: _OURS.get(name) or styled_by_document(block_class) for name, block_class in Markdown.BLOCKS.items()
+}
