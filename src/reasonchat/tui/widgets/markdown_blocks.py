@@ -1,4 +1,4 @@
-"""Markdown blocks that look exactly like Textual's own but cost fewer widgets.
+"""Markdown blocks that look exactly like Textual's own but cost fewer widgets and fewer styled nodes.
 
 A streaming pane mounts a frame's worth of new blocks at a time, and Textual's cost per frame grows
 with the widgets it mounts, styles and lays out (each has its own message pump). Textual draws a list
