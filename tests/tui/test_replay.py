@@ -479,15 +479,22 @@ async def test_an_instant_replay_never_reads_as_another_speed() -> None:
         assert not any("1×" in line for line in seen), seen
 
 
-async def test_the_replay_marks_where_the_user_stepped_in() -> None:
+async def test_the_replay_marks_where_the_user_stepped_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A fake clock holds the replay inside the first turn's answer (25 ms long at 4×: a poll
+    # could miss it).
+    fake = FakeTime()
+    monkeypatch.setattr(replay_module, "ReplayClock", lambda speed=1.0: ReplayClock(speed, now=fake))
     plain = timed_turn(1, reasoning_words=4, answer_words=2)
     stopped = timed_turn(2, reasoning_words=4, answer_words=2)
     stopped.reasoning_stats.stop_reason = "answer_now"
     conv = Conversation(title="Steered", turns=[plain, stopped])
     async with ReplayApp(conv, 4.0, "steered").run_test(size=WIDE) as pilot:
         screen = await started(pilot)
+        fake.t = 0.55 / 4  # recorded 0.55 s: the answer's first word (0.5 s) is out, its last (0.6 s) not
         await wait_for(pilot, lambda: screen.shown_turn == 0 and screen._streaming == "answer")
+        screen._update_status()
         assert "✋" not in status(screen)  # the model ran on its own
+        fake.t = 100.0
         await wait_for(pilot, lambda: screen.finished)
         await pilot.pause()
         assert "✋ you stopped the reasoning here and asked for the answer" in status(screen)
