@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -137,3 +140,106 @@ async def test_a_hold_lapses_after_hold_max_s_of_streaming(monkeypatch: pytest.M
     gc_policy.hold(reasoning)  # the next run holds again
     assert gc.get_threshold()[2] > 10**9
     gc_policy.release(reasoning)
+
+
+def test_an_apps_start_runs_no_collection_until_the_app_freezes_what_it_loaded(collector: list[int]) -> None:
+    assert gc.isenabled()
+    with gc_policy.starting():
+        assert not gc.isenabled()
+        collector.clear()
+        kept = [[] for _ in range(100_000)]  # far past every generation's threshold
+        assert collector == [], "no collection while the app starts"
+        gc_policy.freeze_long_lived("app")  # already frozen in this process, or not: the start ends either way
+        assert gc.isenabled()
+    assert gc.isenabled()
+    del kept
+
+
+def test_a_start_that_never_reaches_its_first_frame_enables_the_collector_as_it_leaves() -> None:
+    with pytest.raises(RuntimeError), gc_policy.starting():
+        raise RuntimeError("the terminal went away")
+    assert gc.isenabled()
+    with gc_policy.starting():
+        gc_policy.restore()  # the app unmounted
+        assert gc.isenabled()
+
+
+def test_a_collector_disabled_before_the_start_stays_disabled() -> None:
+    gc.disable()
+    try:
+        with gc_policy.starting():
+            gc_policy.freeze_long_lived("app")
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+COLLECTOR_DURING_A_RUN = """
+import gc, json, sys, threading
+from reasonchat.cli import main
+from reasonchat.tui import gc_policy
+from reasonchat.tui.base_app import BaseApp
+
+seen = []
+original = BaseApp.run
+frozen, freeze = threading.Event(), gc_policy.freeze_long_lived
+
+def freeze_and_tell(milestone):
+    freeze(milestone)
+    if milestone == "app":
+        frozen.set()
+
+gc_policy.freeze_long_lived = freeze_and_tell
+
+async def auto_pilot(pilot):
+    seen.append(["first screen", gc.isenabled()])
+    for _ in range(2000):  # the warm-up after the first frame freezes what the app loaded
+        if frozen.is_set():
+            break
+        await pilot.pause(0.01)
+    seen.append(["warmed up", gc.isenabled()])
+    pilot.app.exit()
+
+def run(self, **options):
+    seen.append(["app built", gc.isenabled()])
+    return original(self, headless=True, auto_pilot=auto_pilot)
+
+BaseApp.run = run
+code = main(json.loads(sys.argv[1]))
+seen.append(["returned", code, gc.isenabled()])
+print(json.dumps(seen))
+"""
+
+
+def collector_during_a_run(argv: list[str], data_dir: Path) -> list[list[object]]:
+    env = {**os.environ, "REASONCHAT_DATA_DIR": str(data_dir)}
+    result = subprocess.run(
+        [sys.executable, "-c", COLLECTOR_DURING_A_RUN, json.dumps(argv)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+EXPECTED_RUN = [["app built", False], ["first screen", False], ["warmed up", True], ["returned", 0, True]]
+
+
+def test_a_real_replay_collects_nothing_until_its_first_frame_and_then_as_usual(tmp_path: Path) -> None:
+    from reasonchat.conversation import Conversation
+    from reasonchat.transfer import to_json
+
+    conv = Conversation(title="collected")
+    conv.add_turn("q").answer = "a"
+    path = tmp_path / "conv.json"
+    path.write_text(to_json(conv), "utf-8")
+    assert collector_during_a_run(["replay", str(path), "--speed", "instant"], tmp_path / "data") == EXPECTED_RUN
+
+
+def test_a_real_chat_collects_nothing_until_its_first_frame_and_then_as_usual(tmp_path: Path) -> None:
+    # A server that is not there: the app starts (and reports it) without loading anything heavy.
+    argv = ["chat", "--base-url", "http://127.0.0.1:9/v1"]
+    assert collector_during_a_run(argv, tmp_path / "data") == EXPECTED_RUN

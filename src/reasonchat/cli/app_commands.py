@@ -89,12 +89,15 @@ def build_app(args: argparse.Namespace) -> Any:
 
 
 def run_chat(args: argparse.Namespace) -> int:
-    app = build_app(args)
-    try:
-        app.run()
-    finally:
-        if app.options.store is not None:
-            app.options.store.close()
+    from reasonchat.tui import gc_policy
+
+    with gc_policy.starting():  # a continued conversation's read and Textual's import: see gc_policy
+        app = build_app(args)
+        try:
+            app.run()
+        finally:
+            if app.options.store is not None:
+                app.options.store.close()
     return 0
 
 

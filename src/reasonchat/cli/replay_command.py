@@ -89,5 +89,8 @@ def build_replay_app(args: argparse.Namespace):  # -> ReplayApp (textual is impo
 
 
 def run_replay(args: argparse.Namespace) -> int:
-    build_replay_app(args).run()
+    from reasonchat.tui import gc_policy
+
+    with gc_policy.starting():  # the conversation read and Textual's import hold no garbage to collect
+        build_replay_app(args).run()
     return 0
