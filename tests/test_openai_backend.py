@@ -593,6 +593,50 @@ def test_the_client_ends_the_text_at_a_stop_string_the_server_sends_as_text(serv
     assert drain(backend, reasoning_request())[0] == "a <|im_ok"
 
 
+STOP_TEXTS = [
+    "plain text with no stop",
+    "a <|im_end|> and after",
+    "x <<|endoftext|>",
+    "ends on a start <|im_e",
+    "a <|im_ok, not a stop",
+    "<<<|<|im_end|",
+    "<|im_end|><|endoftext|>",
+    "less < than, <| almost, <|endoftext",
+]
+
+
+def split_everywhere(text: str) -> Iterator[list[str]]:
+    """``text`` as one piece, then cut at every pair of positions (three pieces, empty ones kept)."""
+    yield [text]
+    for first in range(len(text) + 1):
+        for second in range(first, len(text) + 1):
+            yield [text[:first], text[first:second], text[second:]]
+
+
+@pytest.mark.parametrize("text", STOP_TEXTS)
+def test_the_stop_matcher_ends_at_the_first_stop_however_the_text_is_split(text: str) -> None:
+    from reasonchat.engine.openai_backend import STOP_STRINGS, _StopMatcher
+
+    hits = [at for stop in STOP_STRINGS if (at := text.find(stop)) >= 0]
+    expected = text[: min(hits)] if hits else text
+    for pieces in split_everywhere(text):
+        matcher, shown, stopped, fed = _StopMatcher(STOP_STRINGS), "", False, ""
+        for piece in pieces:
+            fed += piece
+            part, stopped = matcher.feed(piece)
+            shown += part
+            if stopped:
+                break
+            # Held back: only what may still become a stop string, and nothing else.
+            assert shown + matcher.held == fed
+            assert not matcher.held or any(stop.startswith(matcher.held) for stop in STOP_STRINGS)
+            longer_tails = [fed[len(fed) - n :] for n in range(len(matcher.held) + 1, len(fed) + 1)]
+            assert not any(stop.startswith(tail) for stop in STOP_STRINGS for tail in longer_tails), pieces
+        if not stopped:
+            shown += matcher.flush()
+        assert (shown, stopped) == (expected, bool(hits)), pieces
+
+
 def test_extensions_the_server_rejects_are_dropped_once_and_for_all(server: FakeVLLM) -> None:
     from reasonchat.engine.openai_backend import DROPPABLE_FIELDS
 
