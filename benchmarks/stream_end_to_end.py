@@ -14,10 +14,12 @@ whole turn on screen, and how long do keys typed meanwhile take to show?
 - While it streams, a key is typed into the composer every ``--key-every`` seconds (each a letter
   of its own, none in the model text); its latency is the time until the terminal shows it. Keys
   within 0.3 s of a stage's end count as "at a stage's end" too.
+- ``--rate TOK_S`` paces the server at that many tokens a second instead (a GPU engine's speed: a
+  0.5B bf16 model on one H200 is bound at about 4,900), flushing whenever it is due.
 - ``--compare REV`` runs the same scenario with the app of an older commit (a ``git worktree`` of
   it, run from its ``src``) in the same rounds, for figures side by side.
 
-    python benchmarks/stream_end_to_end.py [--tokens 3000,10000] [--rounds 3] [--compare 557b54b]
+    python benchmarks/stream_end_to_end.py [--tokens 3000,10000] [--rounds 3] [--rate 5000] [--compare 557b54b]
 """
 
 from __future__ import annotations
@@ -73,9 +75,10 @@ def answer_tokens() -> list[str]:
 class Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, reasoning: list[str], answer: list[str]) -> None:
+    def __init__(self, reasoning: list[str], answer: list[str], rate: float = 0.0) -> None:
         super().__init__(("127.0.0.1", 0), Handler)
         self.pieces = {"reasoning": reasoning, "answer": answer}
+        self.rate = rate  # tokens a second; 0: as fast as it can
         self.first_byte: dict[str, float] = {}
         self.models_listed = threading.Event()
 
@@ -118,18 +121,27 @@ class Handler(BaseHTTPRequestHandler):
             line = f"data: {data}\n\n".encode()
             return f"{len(line):x}\r\n".encode() + line + b"\r\n"
 
-        pieces = self.server.pieces[stage]
+        pieces, rate = self.server.pieces[stage], self.server.rate
         out = bytearray()
+        began = time.perf_counter()
+
+        def flush() -> None:
+            if stage not in self.server.first_byte:
+                self.server.first_byte[stage] = time.time()
+            self.wfile.write(out)
+            out.clear()
+
         for index, piece in enumerate(pieces):
             last = index == len(pieces) - 1
             choice = {"index": 0, "text": piece, "finish_reason": "stop" if last else None}
             out += event({"id": "b", "object": "text_completion", "model": "bench", "choices": [choice]})
             # Flushed in small batches, as a fast server's socket does, not one write per token.
             if len(out) > 4096 or last:
-                if stage not in self.server.first_byte:
-                    self.server.first_byte[stage] = time.time()
-                self.wfile.write(out)
-                out.clear()
+                flush()
+            if rate and not last and (ahead := (index + 1) / rate - (time.perf_counter() - began)) > 0.004:
+                if out:  # what is due goes out before the wait
+                    flush()
+                time.sleep(ahead)
         self.wfile.write(event("[DONE]") + b"0\r\n\r\n")
         self.wfile.flush()
 
@@ -176,9 +188,9 @@ class Terminal(PtyRun):
         super().close(quit_keys)
 
 
-def run_once(python_path: str, tokens: int, key_every: float) -> dict[str, Any]:
+def run_once(python_path: str, tokens: int, key_every: float, rate: float = 0.0) -> dict[str, Any]:
     reasoning, answer = reasoning_tokens(tokens), answer_tokens()
-    server = Server(reasoning, answer)
+    server = Server(reasoning, answer, rate)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         with tempfile.TemporaryDirectory() as data_dir:
@@ -278,6 +290,7 @@ def main() -> None:
     parser.add_argument("--tokens", default="3000,10000", help="reasoning lengths (tokens), comma-separated")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--key-every", type=float, default=0.05, help="seconds between typed keys")
+    parser.add_argument("--rate", type=float, default=0.0, metavar="TOK_S", help="pace the server (default: no pacing)")
     parser.add_argument("--compare", metavar="REV", help="also run the app of this commit, same rounds")
     args = parser.parse_args()
     apps = {"this": str(Path(__file__).resolve().parents[1] / "src")}
@@ -288,7 +301,7 @@ def main() -> None:
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in apps}
         for _ in range(args.rounds):
             for name, path in apps.items():  # side by side: the apps alternate within each round
-                runs[name].append(run_once(path, tokens, args.key_every))
+                runs[name].append(run_once(path, tokens, args.key_every, args.rate))
         for name in apps:
             results[f"{name}/{tokens}"] = summary(runs[name])
     print(json.dumps(results, indent=2))
