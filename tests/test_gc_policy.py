@@ -142,6 +142,14 @@ async def test_a_hold_lapses_after_hold_max_s_of_streaming(monkeypatch: pytest.M
     gc_policy.release(reasoning)
 
 
+@pytest.fixture
+def app_frozen_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As if this process had frozen the "app" milestone already (a second app in it): freezing it
+    again freezes nothing, so the test process's heap is left as it is."""
+    monkeypatch.setattr(gc_policy._policy, "frozen", {"app"})
+
+
+@pytest.mark.usefixtures("app_frozen_before")
 def test_an_apps_start_runs_no_collection_until_the_app_freezes_what_it_loaded(collector: list[int]) -> None:
     assert gc.isenabled()
     with gc_policy.starting():
@@ -149,7 +157,7 @@ def test_an_apps_start_runs_no_collection_until_the_app_freezes_what_it_loaded(c
         collector.clear()
         kept = [[] for _ in range(100_000)]  # far past every generation's threshold
         assert collector == [], "no collection while the app starts"
-        gc_policy.freeze_long_lived("app")  # already frozen in this process, or not: the start ends either way
+        gc_policy.freeze_long_lived("app")  # frozen before or not, the start ends here
         assert gc.isenabled()
     assert gc.isenabled()
     del kept
@@ -164,6 +172,7 @@ def test_a_start_that_never_reaches_its_first_frame_enables_the_collector_as_it_
         assert gc.isenabled()
 
 
+@pytest.mark.usefixtures("app_frozen_before")
 def test_a_collector_disabled_before_the_start_stays_disabled() -> None:
     gc.disable()
     try:
