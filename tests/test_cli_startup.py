@@ -70,7 +70,8 @@ def test_an_unknown_command_still_lists_every_command(capsys: pytest.CaptureFixt
 def test_a_replay_imports_no_markdown_toml_or_secrets_before_its_first_frame(tmp_path: Path) -> None:
     """What a replay's first frame waits for is kept to what it needs (its target to measure: 1.25x a
     bare Textual app's first frame): the panes' Markdown comes after it, a config file is parsed only
-    when there is one, ids need no ``secrets``."""
+    when there is one, ids need no ``secrets``, and neither the history's search nor ``--version``'s
+    parsing is imported when unused."""
     from reasonchat.conversation import Conversation
     from reasonchat.transfer import to_json
 
@@ -90,4 +91,5 @@ def test_a_replay_imports_no_markdown_toml_or_secrets_before_its_first_frame(tmp
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
     loaded = set(json.loads(out))
     assert "reasonchat.tui.replay_app" in loaded
-    assert not {"markdown_it", "textual.widgets._markdown", "reasonchat.line_breaks", "tomllib", "secrets"} & loaded
+    unused = {"markdown_it", "textual.widgets._markdown", "reasonchat.line_breaks", "tomllib", "secrets"}
+    assert not (unused | {"reasonchat.search_query", "reasonchat.variants"}) & loaded

@@ -29,12 +29,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from reasonchat import paths, search_query
+from reasonchat import paths
 from reasonchat.conversation import REASONING_SOURCES, Conversation, StageStats, Turn, parse_mark
 from reasonchat.errors import StoreError, UserError
 from reasonchat.sanitize import sanitize
+
+if TYPE_CHECKING:
+    from reasonchat.search_query import SearchQuery
 
 BUSY_TIMEOUT_S = 5.0
 FILE_MODE = 0o600
@@ -441,6 +444,8 @@ class Store:
         whitespace-separated word occurs (case-insensitively) in one turn, or in the title, and that
         turn passes every ``name:value`` filter (``search_query``). ``within`` (``question``,
         ``reasoning`` or ``answer``) looks for the words in that part of a turn only (any version)."""
+        from reasonchat import search_query  # searching only: a replay's start does without it
+
         query = search_query.parse(search, within)
         terms = list(query.words)
         with self._guard():
@@ -581,7 +586,7 @@ class Store:
         sql = f"{_SUMMARY_COLUMNS} {where} ORDER BY c.updated DESC, c.created DESC, c.id LIMIT ?"
         return self._conn.execute(sql, [*params, -1 if limit is None else limit]).fetchall()
 
-    def _first_matching_turns(self, query: search_query.SearchQuery) -> dict[str, int]:
+    def _first_matching_turns(self, query: SearchQuery) -> dict[str, int]:
         """conversation id -> index of its first turn that contains every word and passes every filter."""
         terms = query.words
         indexed = [t for t in terms if len(t) >= MIN_INDEXED_TERM]

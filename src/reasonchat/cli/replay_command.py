@@ -65,6 +65,8 @@ def load_target(target: str, data_dir: str | None) -> tuple[Conversation, str]:
 
 def choose_versions(conversation: Conversation, specs: list[str]) -> None:
     """Make each ``TURN:VERSION`` of ``specs`` the version played (in memory: nothing is saved)."""
+    if not specs:
+        return  # and no import on the way to the first frame
     from reasonchat.variants import parse_version
 
     for spec in specs:
