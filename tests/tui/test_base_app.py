@@ -205,6 +205,33 @@ async def test_both_apps_warm_up_in_a_thread_once_they_show(monkeypatch: pytest.
     assert ran_on_main == [False, False]
 
 
+async def test_a_failed_warm_up_still_turns_the_collector_back_on(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The app's start runs without the cycle collector until the warm-up has frozen what the app
+    loaded: a warm-up that fails must not leave it off for the rest of the app's life. (A replay:
+    in the chat app the model's load turns it back on as well.)"""
+    import gc
+
+    from reasonchat.tui import gc_policy
+    from reasonchat.tui.widgets import model_markdown
+
+    failed = threading.Event()
+
+    def broken() -> None:
+        failed.set()
+        raise RuntimeError("a highlighter that would not compile")
+
+    monkeypatch.setattr(model_markdown, "warm_up", broken)
+    monkeypatch.setattr(gc_policy._policy, "frozen", {"app"})  # as a second app in this process: no freeze
+    conversation = Conversation(title="Sums")
+    conversation.turns.append(Turn("1+1?", "one plus one", "2"))
+    app = ReplayApp(conversation, 0.0, "sums", data_dir=tmp_path)
+    with gc_policy.starting():
+        async with app.run_test(size=WIDE) as pilot:
+            await wait_for(pilot, failed.is_set)
+            await wait_for(pilot, gc.isenabled)  # once the failed warm-up has frozen what loaded
+    assert gc.isenabled()
+
+
 def test_the_warm_up_compiles_what_a_first_code_block_would() -> None:
     # In a process of its own: in this one another test may have highlighted Python already.
     code = (

@@ -28,11 +28,14 @@ PaletteEntries = tuple[tuple[str, str, str], ...]
 
 def _warm_up() -> None:
     """What any first stream would otherwise pay on the UI thread; then what has loaded so far lives
-    as long as the app and is frozen out of the collector's full passes."""
+    as long as the app and is frozen out of the collector's full passes. Frozen even if the warm-up
+    fails: the freeze is also what turns the collector back on after the app's start."""
     from reasonchat.tui.widgets.model_markdown import warm_up
 
-    warm_up()
-    gc_policy.freeze_long_lived("app")
+    try:
+        warm_up()
+    finally:
+        gc_policy.freeze_long_lived("app")
 
 
 class BaseApp(App[None]):
