@@ -845,7 +845,7 @@ class _StopMatcher:
         hits = [at for stop in self.stops if (at := text.find(stop)) >= 0]
         if hits:
             return text[: min(hits)], True
-        tail = text[max(len(text) - self._tail, 0) :] if self._tail else ""
+        tail = text[-self._tail :] if self._tail else ""
         if not any(start in tail for start in self._starts):
             return text, False
         partial = max(
